@@ -1,0 +1,106 @@
+//! Body types shared by the pipeline: one boxed body type, and a request-body wrapper that
+//! gives up when the client stops sending (a slow-body client must not hold an upstream
+//! connection forever). Bodies are streamed frame by frame, never collected.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use tokio::time::{Instant, Sleep};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = BoxBody<Bytes, BoxError>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// The client sent nothing on the request body for longer than the idle timeout.
+#[derive(Debug)]
+pub struct BodyIdleTimeout;
+
+impl std::fmt::Display for BodyIdleTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body idle timeout")
+    }
+}
+
+impl std::error::Error for BodyIdleTimeout {}
+
+pin_project_lite::pin_project! {
+    /// Fails with [`BodyIdleTimeout`] when no frame arrives within `idle`.
+    pub struct IdleTimeoutBody<B> {
+        #[pin]
+        inner: B,
+        #[pin]
+        deadline: Sleep,
+        idle: Duration,
+    }
+}
+
+impl<B> IdleTimeoutBody<B> {
+    pub fn new(inner: B, idle: Duration) -> Self {
+        IdleTimeoutBody {
+            inner,
+            deadline: tokio::time::sleep(idle),
+            idle,
+        }
+    }
+}
+
+impl<B> http_body::Body for IdleTimeoutBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.deadline.as_mut().reset(Instant::now() + *this.idle);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.deadline.poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdleTimeout)))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// True when `error` or anything it wraps is a [`BodyIdleTimeout`].
+pub fn is_body_idle_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<BodyIdleTimeout>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}

@@ -1,0 +1,278 @@
+//! File schema → validated runtime types. Everything that can be checked before serving is
+//! checked here, and every problem is collected (not just the first) with its location.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_spanned::Spanned;
+
+use super::file::{self, FileConfig, HumanDuration};
+use super::{ConfigError, Locator};
+use crate::route::{PathRules, Route};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub upstream: UpstreamDefaults,
+    pub listeners: Vec<ListenerSettings>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub shutdown_delay: Duration,
+    pub drain_timeout: Duration,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub max_connections: usize,
+    pub tls_handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub h2_max_header_list_bytes: u32,
+    pub h2_max_pending_resets: usize,
+    pub h2_max_local_error_resets: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamDefaults {
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub max_idle_per_host: usize,
+    pub ca_bundle: Option<PathBuf>,
+}
+
+#[derive(Clone)]
+pub struct ListenerSettings {
+    pub address: SocketAddr,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for ListenerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerSettings")
+            .field("address", &self.address)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+fn or_default(value: Option<HumanDuration>, default: Duration) -> Duration {
+    value.map_or(default, |d| d.0)
+}
+
+pub(super) fn build(
+    parsed: FileConfig,
+    at: &Locator<'_>,
+    base_dir: &Path,
+) -> Result<Config, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let s = parsed.server;
+    let server = ServerSettings {
+        shutdown_delay: or_default(s.shutdown_delay, file::DEFAULT_SHUTDOWN_DELAY),
+        drain_timeout: or_default(s.drain_timeout, file::DEFAULT_DRAIN_TIMEOUT),
+        trusted_proxies: s.trusted_proxies.iter().map(|c| c.0).collect(),
+        max_connections: s.max_connections.unwrap_or(file::DEFAULT_MAX_CONNECTIONS),
+        tls_handshake_timeout: or_default(
+            s.tls_handshake_timeout,
+            file::DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+        ),
+        header_read_timeout: or_default(s.header_read_timeout, file::DEFAULT_HEADER_READ_TIMEOUT),
+        body_idle_timeout: or_default(s.body_idle_timeout, file::DEFAULT_BODY_IDLE_TIMEOUT),
+        idle_timeout: or_default(s.idle_timeout, file::DEFAULT_IDLE_TIMEOUT),
+        max_header_bytes: s.max_header_bytes.unwrap_or(file::DEFAULT_MAX_HEADER_BYTES),
+        h2_max_concurrent_streams: s
+            .h2_max_concurrent_streams
+            .unwrap_or(file::DEFAULT_H2_MAX_CONCURRENT_STREAMS),
+        h2_max_header_list_bytes: s
+            .h2_max_header_list_bytes
+            .unwrap_or(file::DEFAULT_H2_MAX_HEADER_LIST_BYTES),
+        h2_max_pending_resets: s
+            .h2_max_pending_resets
+            .unwrap_or(file::DEFAULT_H2_MAX_PENDING_RESETS),
+        h2_max_local_error_resets: s
+            .h2_max_local_error_resets
+            .unwrap_or(file::DEFAULT_H2_MAX_LOCAL_ERROR_RESETS),
+    };
+    if server.max_connections == 0 {
+        errors.push(at.error_unplaced("server.max_connections must be at least 1"));
+    }
+    if server.max_header_bytes < 1024 {
+        errors.push(at.error_unplaced("server.max_header_bytes must be at least 1024"));
+    }
+    for (name, value) in [
+        ("tls_handshake_timeout", server.tls_handshake_timeout),
+        ("header_read_timeout", server.header_read_timeout),
+        ("body_idle_timeout", server.body_idle_timeout),
+        ("idle_timeout", server.idle_timeout),
+    ] {
+        if value.is_zero() {
+            errors.push(at.error_unplaced(format!("server.{name} must be longer than zero")));
+        }
+    }
+
+    let u = parsed.upstream;
+    let upstream = UpstreamDefaults {
+        connect_timeout: or_default(u.connect_timeout, file::DEFAULT_UPSTREAM_CONNECT_TIMEOUT),
+        response_timeout: or_default(u.response_timeout, file::DEFAULT_UPSTREAM_RESPONSE_TIMEOUT),
+        pool_idle_timeout: or_default(
+            u.pool_idle_timeout,
+            file::DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT,
+        ),
+        max_idle_per_host: u
+            .max_idle_per_host
+            .unwrap_or(file::DEFAULT_UPSTREAM_MAX_IDLE_PER_HOST),
+        ca_bundle: u
+            .ca_bundle
+            .as_ref()
+            .and_then(|path| readable_file(path, base_dir, at, &mut errors)),
+    };
+
+    let mut listeners = Vec::new();
+    for listener in &parsed.listeners {
+        let span = listener.span();
+        let listener = listener.get_ref();
+        let tls = listener.tls.as_ref().and_then(|tls| {
+            let cert = readable_file(&tls.cert, base_dir, at, &mut errors)?;
+            let key = readable_file(&tls.key, base_dir, at, &mut errors)?;
+            match crate::tls::server_config(&cert, &key) {
+                Ok(config) => Some(config),
+                Err(message) => {
+                    errors.push(at.error_at(tls.cert.span().start, message));
+                    None
+                }
+            }
+        });
+        if listeners
+            .iter()
+            .any(|l: &ListenerSettings| l.address == listener.address.0)
+        {
+            errors.push(at.error_at(
+                span.start,
+                format!("listener address {} is listed twice", listener.address.0),
+            ));
+        }
+        listeners.push(ListenerSettings {
+            address: listener.address.0,
+            tls,
+        });
+    }
+    if listeners.is_empty() {
+        errors.push(at.error_unplaced(
+            "no [[listener]] is configured; add one with an address such as \"0.0.0.0:8080\"",
+        ));
+    }
+
+    let mut routes: Vec<Route> = Vec::new();
+    for route in &parsed.routes {
+        let route_span = route.span();
+        let route = route.get_ref();
+        let name = route.name.get_ref();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            errors.push(at.error_at(
+                route.name.span().start,
+                format!("route name {name:?} may use only letters, digits, '-', '_' and '.'"),
+            ));
+        }
+        if routes.iter().any(|r| &*r.name == name.as_str()) {
+            errors.push(at.error_at(
+                route.name.span().start,
+                format!("route name {name:?} is used twice"),
+            ));
+        }
+        if route.strip_prefix && route.path_prefix.0 == "/" {
+            errors.push(at.error_at(
+                route_span.start,
+                format!("route {name:?}: strip_prefix with path_prefix \"/\" strips nothing"),
+            ));
+        }
+        let methods = route.methods.as_ref().map(|methods| {
+            let mut list: Vec<http::Method> = methods.iter().map(|m| m.0.clone()).collect();
+            if list.contains(&http::Method::GET) && !list.contains(&http::Method::HEAD) {
+                list.push(http::Method::HEAD);
+            }
+            list.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            list.dedup();
+            list
+        });
+        if methods.as_ref().is_some_and(Vec::is_empty) {
+            errors.push(at.error_at(
+                route_span.start,
+                format!("route {name:?}: methods is empty; leave it out to allow every method"),
+            ));
+        }
+        let ca_bundle = route
+            .ca_bundle
+            .as_ref()
+            .and_then(|path| readable_file(path, base_dir, at, &mut errors))
+            .or_else(|| upstream.ca_bundle.clone());
+        routes.push(Route {
+            name: Arc::from(name.as_str()),
+            host: route.host.clone(),
+            prefix: route.path_prefix.0.clone(),
+            methods,
+            upstream: route.upstream.clone(),
+            strip_prefix: route.strip_prefix,
+            preserve_host: route.preserve_host,
+            connect_timeout: or_default(route.connect_timeout, upstream.connect_timeout),
+            response_timeout: or_default(route.response_timeout, upstream.response_timeout),
+            ca_bundle,
+            path_rules: PathRules {
+                allow_encoded_slash: route.allow_encoded_slash,
+                allow_encoded_backslash: route.allow_encoded_backslash,
+                allow_encoded_nul: route.allow_encoded_nul,
+                allow_path_parameters: route.allow_path_parameters,
+            },
+        });
+    }
+    if let Err(conflicts) = crate::route::RouteTable::new(routes.clone()) {
+        for (index, message) in conflicts {
+            let offset = parsed.routes.get(index).map_or(0, |r| r.span().start);
+            errors.push(at.error_at(offset, message));
+        }
+    }
+
+    if errors.is_empty() {
+        Ok(Config {
+            server,
+            upstream,
+            listeners,
+            routes,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Resolves a configured file path (relative to the config file) and checks it can be read.
+fn readable_file(
+    value: &Spanned<file::EnvString>,
+    base_dir: &Path,
+    at: &Locator<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<PathBuf> {
+    let written = Path::new(&value.get_ref().0);
+    let path = if written.is_absolute() {
+        written.to_path_buf()
+    } else {
+        base_dir.join(written)
+    };
+    match std::fs::File::open(&path) {
+        Ok(_) => Some(path),
+        Err(e) => {
+            errors.push(at.error_at(
+                value.span().start,
+                format!("cannot read {}: {e}", path.display()),
+            ));
+            None
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! The configuration file exactly as written in TOML.
+//!
+//! Every table refuses unknown keys, and every value type that can be wrong on its own
+//! (durations, URLs, CIDRs, host patterns, path prefixes, methods) is checked while it is
+//! deserialized, so the TOML parser attaches the offending value's line and column to the
+//! error. Cross-field rules (duplicate names, readable files) live in `build.rs`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+pub const DEFAULT_H2_MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+pub const DEFAULT_H2_MAX_PENDING_RESETS: usize = 64;
+pub const DEFAULT_H2_MAX_LOCAL_ERROR_RESETS: usize = 256;
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub const DEFAULT_UPSTREAM_MAX_IDLE_PER_HOST: usize = 64;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub upstream: UpstreamSection,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<Spanned<ListenerSection>>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Spanned<RouteSection>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub shutdown_delay: Option<HumanDuration>,
+    pub drain_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
+    pub max_connections: Option<usize>,
+    pub tls_handshake_timeout: Option<HumanDuration>,
+    pub header_read_timeout: Option<HumanDuration>,
+    pub body_idle_timeout: Option<HumanDuration>,
+    pub idle_timeout: Option<HumanDuration>,
+    pub max_header_bytes: Option<usize>,
+    pub h2_max_concurrent_streams: Option<u32>,
+    pub h2_max_header_list_bytes: Option<u32>,
+    pub h2_max_pending_resets: Option<usize>,
+    pub h2_max_local_error_resets: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub connect_timeout: Option<HumanDuration>,
+    pub response_timeout: Option<HumanDuration>,
+    pub pool_idle_timeout: Option<HumanDuration>,
+    pub max_idle_per_host: Option<usize>,
+    pub ca_bundle: Option<Spanned<EnvString>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    pub address: ListenAddr,
+    pub tls: Option<TlsSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: Spanned<EnvString>,
+    pub key: Spanned<EnvString>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub name: Spanned<String>,
+    pub host: Option<HostPattern>,
+    pub path_prefix: PathPrefix,
+    pub methods: Option<Vec<MethodName>>,
+    pub upstream: UpstreamUrl,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    #[serde(default)]
+    pub preserve_host: bool,
+    pub connect_timeout: Option<HumanDuration>,
+    pub response_timeout: Option<HumanDuration>,
+    pub ca_bundle: Option<Spanned<EnvString>>,
+    #[serde(default)]
+    pub allow_encoded_slash: bool,
+    #[serde(default)]
+    pub allow_encoded_backslash: bool,
+    #[serde(default)]
+    pub allow_encoded_nul: bool,
+    #[serde(default)]
+    pub allow_path_parameters: bool,
+}
+
+/// Reads a value through `FromStr`-like validation so the error lands on the value's span.
+macro_rules! string_value {
+    ($ty:ident, $expecting:literal, $parse:expr) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(deserializer)?;
+                let parse: fn(&str) -> Result<$ty, String> = $parse;
+                parse(&raw)
+                    .map_err(|msg| de::Error::custom(format!("{msg} (expected {})", $expecting)))
+            }
+        }
+    };
+}
+
+/// A duration written as `"500ms"`, `"30s"`, `"5m"` or `"1h"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+string_value!(
+    HumanDuration,
+    "a duration such as \"500ms\", \"30s\", \"5m\" or \"1h\"",
+    parse_duration
+);
+
+pub fn parse_duration(text: &str) -> Result<HumanDuration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration {text:?} has no unit"))?;
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("duration {text:?} does not start with a whole number"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(value),
+        "s" => Duration::from_secs(value),
+        "m" => Duration::from_secs(value.saturating_mul(60)),
+        "h" => Duration::from_secs(value.saturating_mul(3600)),
+        _ => return Err(format!("duration {text:?} has an unknown unit {unit:?}")),
+    };
+    Ok(HumanDuration(duration))
+}
+
+/// A listen address: `"127.0.0.1:8080"` or `"[::1]:8443"`.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenAddr(pub SocketAddr);
+string_value!(
+    ListenAddr,
+    "an IP address and port such as \"0.0.0.0:8080\"",
+    |raw| raw
+        .parse()
+        .map(ListenAddr)
+        .map_err(|_| format!("{raw:?} is not an IP address with a port"))
+);
+
+/// A trusted-proxy range such as `"10.0.0.0/8"`; a bare address means that one address.
+#[derive(Debug, Clone, Copy)]
+pub struct Cidr(pub ipnet::IpNet);
+string_value!(
+    Cidr,
+    "a CIDR range such as \"10.0.0.0/8\" or an IP address",
+    |raw| {
+        if let Ok(net) = raw.parse::<ipnet::IpNet>() {
+            return Ok(Cidr(net.trunc()));
+        }
+        raw.parse::<std::net::IpAddr>()
+            .map(|ip| Cidr(ipnet::IpNet::from(ip)))
+            .map_err(|_| format!("{raw:?} is not a CIDR range"))
+    }
+);
+
+/// A route host: an exact name or `*.` followed by a domain (one label matches the `*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    Wildcard(String),
+}
+string_value!(
+    HostPattern,
+    "a host name such as \"api.example.com\" or \"*.example.com\"",
+    |raw| {
+        let lower = raw.to_ascii_lowercase();
+        let (wildcard, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest.to_string()),
+            None => (false, lower.clone()),
+        };
+        let valid_label = |label: &str| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if name.is_empty() || !name.split('.').all(valid_label) {
+            return Err(format!(
+                "{raw:?} is not a valid host name (no port, no scheme, at most one leading \"*.\")"
+            ));
+        }
+        Ok(if wildcard {
+            HostPattern::Wildcard(name)
+        } else {
+            HostPattern::Exact(name)
+        })
+    }
+);
+
+/// A path prefix, matched segment by segment; stored without a trailing slash ("/" stays "/").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPrefix(pub String);
+string_value!(
+    PathPrefix,
+    "a path beginning with \"/\" such as \"/api\"",
+    |raw| {
+        if !raw.starts_with('/') {
+            return Err(format!("path_prefix {raw:?} must begin with \"/\""));
+        }
+        let normalized = crate::path::normalize(raw).map_err(|reason| {
+            format!(
+                "path_prefix {raw:?} is not a clean path: {}",
+                reason.describe()
+            )
+        })?;
+        let trim = |path: &str| match path.trim_end_matches('/') {
+            "" => "/".to_string(),
+            trimmed => trimmed.to_string(),
+        };
+        let canonical = trim(&normalized.path);
+        if canonical != trim(raw) {
+            return Err(format!(
+                "path_prefix {raw:?} is not in normal form; write {canonical:?}"
+            ));
+        }
+        if normalized.has_encoded_slash
+            || normalized.has_encoded_backslash
+            || normalized.has_encoded_nul
+            || normalized.has_path_parameters
+            || raw.contains('?')
+            || raw.contains('#')
+        {
+            return Err(format!(
+                "path_prefix {raw:?} may not contain %2F, %5C, %00, ';', '?' or '#'"
+            ));
+        }
+        Ok(PathPrefix(canonical))
+    }
+);
+
+/// An HTTP method name such as `"GET"`.
+#[derive(Debug, Clone)]
+pub struct MethodName(pub http::Method);
+string_value!(MethodName, "an HTTP method such as \"GET\"", |raw| {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(format!("{raw:?} is not an upper-case HTTP method"));
+    }
+    http::Method::from_bytes(raw.as_bytes())
+        .map(MethodName)
+        .map_err(|_| format!("{raw:?} is not an HTTP method"))
+});
+
+/// An upstream base URL: `http://` or `https://`, a host, optional port and base path.
+#[derive(Debug, Clone)]
+pub struct UpstreamUrl {
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// The base path without a trailing slash; empty for none.
+    pub base_path: String,
+}
+string_value!(
+    UpstreamUrl,
+    "a URL such as \"http://10.0.0.5:8080\" or \"https://svc.internal/base\"",
+    |raw| {
+        let expanded = expand_env(raw)?;
+        let uri: http::Uri = expanded
+            .parse()
+            .map_err(|e| format!("upstream {expanded:?} is not a URL: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("upstream {expanded:?} has no scheme"))?;
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err(format!("upstream {expanded:?} must use http or https"));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("upstream {expanded:?} has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "upstream {expanded:?} may not carry user information"
+            ));
+        }
+        if uri.query().is_some() {
+            return Err(format!(
+                "upstream {expanded:?} may not carry a query string"
+            ));
+        }
+        let base_path = uri.path().trim_end_matches('/').to_string();
+        Ok(UpstreamUrl {
+            scheme,
+            authority,
+            base_path,
+        })
+    }
+);
+
+/// A string in which `${NAME}` is replaced by the environment variable NAME (`$$` is a `$`).
+#[derive(Debug, Clone)]
+pub struct EnvString(pub String);
+string_value!(
+    EnvString,
+    "a string; \"${NAME}\" reads an environment variable",
+    |raw| expand_env(raw).map(EnvString)
+);
+
+pub fn expand_env(raw: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            let end = inner
+                .find('}')
+                .ok_or_else(|| "unclosed \"${\" in value".to_string())?;
+            let name = &inner[..end];
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!(
+                    "\"${{{name}}}\" is not a valid environment variable reference"
+                ));
+            }
+            let value = std::env::var(name)
+                .map_err(|_| format!("environment variable {name} is not set"))?;
+            out.push_str(&value);
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::Wildcard(name) => write!(f, "*.{name}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("30s").map(|d| d.0),
+            Ok(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_duration("5m").map(|d| d.0),
+            Ok(Duration::from_secs(300))
+        );
+        assert_eq!(
+            parse_duration("250ms").map(|d| d.0),
+            Ok(Duration::from_millis(250))
+        );
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("3d").is_err());
+        assert!(parse_duration("-3s").is_err());
+    }
+
+    #[test]
+    fn env_expansion() {
+        std::env::set_var("AUTHGATE_TEST_ENV_X", "secret");
+        assert_eq!(
+            expand_env("a${AUTHGATE_TEST_ENV_X}b").as_deref(),
+            Ok("asecretb")
+        );
+        assert_eq!(expand_env("cost $$5").as_deref(), Ok("cost $5"));
+        assert!(expand_env("${AUTHGATE_TEST_ENV_UNSET_Y}").is_err());
+        assert!(expand_env("${unclosed").is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! The one place that turns a failed request into a response.
+//!
+//! Every step of the pipeline returns a [`GatewayError`]; only [`GatewayError::into_response`]
+//! chooses the status code, the `WWW-Authenticate` / `Allow` headers and the body. The body is
+//! small JSON with a stable machine-readable `reason`; library error text never reaches the
+//! client (it goes to the log through `detail`). gRPC callers get the same decision as
+//! `grpc-status` so that their client libraries can act on it.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Response, StatusCode};
+
+use crate::body::{full, Body};
+
+#[derive(Debug)]
+pub enum GatewayError {
+    /// The request target or Host cannot be routed safely; `reason` is a stable code.
+    BadRequest {
+        reason: &'static str,
+    },
+    NoRoute,
+    MethodNotAllowed {
+        allow: Vec<Method>,
+    },
+    /// The client stopped sending the request body for longer than the body idle timeout.
+    RequestBodyTimeout,
+    /// The upstream could not be reached (refused, reset, DNS, TLS).
+    UpstreamUnreachable {
+        detail: String,
+    },
+    UpstreamConnectTimeout,
+    UpstreamTimeout,
+    /// The upstream closed or broke the exchange after the connection was made.
+    UpstreamFailed {
+        detail: String,
+    },
+}
+
+/// How the client wants errors shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorFlavor {
+    Json,
+    Grpc,
+}
+
+impl ErrorFlavor {
+    pub fn of(headers: &http::HeaderMap) -> Self {
+        let is_grpc = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                let v = v.to_ascii_lowercase();
+                v == "application/grpc"
+                    || v.starts_with("application/grpc+")
+                    || v.starts_with("application/grpc;")
+            });
+        if is_grpc {
+            ErrorFlavor::Grpc
+        } else {
+            ErrorFlavor::Json
+        }
+    }
+}
+
+/// gRPC status codes used by the gateway (grpc/doc/statuscodes.md).
+mod grpc_code {
+    pub const INVALID_ARGUMENT: u32 = 3;
+    pub const DEADLINE_EXCEEDED: u32 = 4;
+    pub const UNIMPLEMENTED: u32 = 12;
+    pub const UNAVAILABLE: u32 = 14;
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            GatewayError::UpstreamConnectTimeout | GatewayError::UpstreamTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+        }
+    }
+
+    /// The stable, machine-readable reason sent to the client and logged.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GatewayError::BadRequest { reason } => reason,
+            GatewayError::NoRoute => "no_route",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::RequestBodyTimeout => "request_body_timeout",
+            GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
+            GatewayError::UpstreamConnectTimeout => "upstream_connect_timeout",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::UpstreamFailed { .. } => "upstream_failed",
+        }
+    }
+
+    /// Whether the fault is ours or the upstream's (logged at warn) rather than the client's.
+    pub fn is_server_side(&self) -> bool {
+        self.status().is_server_error()
+    }
+
+    /// Internal detail for the log line; never sent to the client.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            GatewayError::UpstreamUnreachable { detail }
+            | GatewayError::UpstreamFailed { detail } => Some(detail),
+            _ => None,
+        }
+    }
+
+    fn grpc_code(&self) -> u32 {
+        match self {
+            GatewayError::BadRequest { .. } => grpc_code::INVALID_ARGUMENT,
+            GatewayError::NoRoute => grpc_code::UNIMPLEMENTED,
+            GatewayError::MethodNotAllowed { .. } => grpc_code::UNIMPLEMENTED,
+            GatewayError::RequestBodyTimeout => grpc_code::DEADLINE_EXCEEDED,
+            GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => {
+                grpc_code::UNAVAILABLE
+            }
+            GatewayError::UpstreamConnectTimeout | GatewayError::UpstreamTimeout => {
+                grpc_code::DEADLINE_EXCEEDED
+            }
+        }
+    }
+
+    pub fn into_response(self, flavor: ErrorFlavor) -> Response<Body> {
+        let reason = self.reason();
+        if flavor == ErrorFlavor::Grpc {
+            // A gRPC error is a "trailers-only" response: HTTP 200 with the status in headers.
+            let mut response = Response::new(full(Bytes::new()));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            headers.insert("grpc-status", HeaderValue::from(self.grpc_code()));
+            headers.insert("grpc-message", HeaderValue::from_static(reason));
+            return response;
+        }
+        let status = self.status();
+        let body = format!(
+            "{{\"status\":{},\"reason\":\"{}\"}}\n",
+            status.as_u16(),
+            reason
+        );
+        let mut response = Response::new(full(Bytes::from(body)));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let GatewayError::MethodNotAllowed { allow } = &self {
+            let list = allow
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if let Ok(value) = HeaderValue::from_str(&list) {
+                headers.insert(header::ALLOW, value);
+            }
+        }
+        if matches!(self, GatewayError::RequestBodyTimeout) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}

@@ -1,0 +1,502 @@
+//! Forwarding to the route's upstream: URI rewrite, hop-by-hop removal, `X-Forwarded-*`, the
+//! Host policy, timeouts, and the pooled client.
+//!
+//! The request and response bodies are streamed, never collected. Headers that describe the
+//! client (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) are believed only from a configured trusted
+//! proxy; from anyone else they are replaced. Headers that ask a back end to route on a
+//! different path (`X-Original-URL`, `X-Rewrite-URL`) are always removed, since the gateway
+//! routed on the path it forwards. This step never decides an error response itself.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::{is_body_idle_timeout, Body, IdleTimeoutBody};
+use crate::config::UpstreamDefaults;
+use crate::error::GatewayError;
+use crate::route::Route;
+
+/// What the gateway knows about the TCP peer of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerInfo {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// The standard hop-by-hop fields (RFC 9110 §7.6.1) plus the legacy ones still seen in the wild.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Asks a back end to route on another path than the one the gateway matched.
+const PATH_OVERRIDES: [&str; 4] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-override-url",
+    "x-http-destination-url",
+];
+
+/// Removes hop-by-hop headers, including every name listed in `Connection`. `te: trailers` is the
+/// one hop-by-hop value that HTTP/2 allows and gRPC needs, so it alone survives.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// A pooled client for the routes that share connect timeout and CA bundle.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    client: HttpsClient,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    pub connect_timeout: Duration,
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl ClientKey {
+    pub fn of(route: &Route) -> Self {
+        ClientKey {
+            connect_timeout: route.connect_timeout,
+            ca_bundle: route.ca_bundle.clone(),
+        }
+    }
+}
+
+impl UpstreamClient {
+    pub fn new(key: &ClientKey, defaults: &UpstreamDefaults) -> Result<Self, String> {
+        let tls = crate::tls::client_config(key.ca_bundle.as_deref())?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(key.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(defaults.pool_idle_timeout)
+            .pool_max_idle_per_host(defaults.max_idle_per_host)
+            .build(connector);
+        Ok(UpstreamClient { client })
+    }
+}
+
+/// The parts of the server settings forwarding needs.
+#[derive(Debug, Clone)]
+pub struct ForwardSettings {
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    pub body_idle_timeout: Duration,
+}
+
+impl ForwardSettings {
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client address: the peer, or, behind trusted proxies, the right-most address in
+    /// `X-Forwarded-For` that is not itself a trusted proxy.
+    pub fn client_ip(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+        let peer = canonical_ip(peer);
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        for hop in forwarded_for_list(headers).iter().rev() {
+            match hop.parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = canonical_ip(ip);
+                    if !self.is_trusted(client) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        client
+    }
+}
+
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn forwarded_for_list(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Everything `send` needs about the request besides the request itself.
+pub struct Outbound<'a> {
+    pub route: &'a Route,
+    pub client: &'a UpstreamClient,
+    pub settings: &'a ForwardSettings,
+    pub peer: PeerInfo,
+    /// The normalised path that was routed on.
+    pub path: &'a str,
+    /// The host the client addressed, with its port, as received.
+    pub original_host: Option<&'a str>,
+}
+
+/// The upstream URI: the route's base path, the matched path (prefix stripped if configured)
+/// and the original query string.
+pub fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
+    let rest = if route.strip_prefix {
+        match path.strip_prefix(route.prefix.as_str()) {
+            Some("") => "/",
+            Some(rest) => rest,
+            None => path,
+        }
+    } else {
+        path
+    };
+    let mut path_and_query = String::with_capacity(
+        route.upstream.base_path.len() + rest.len() + 1 + query.map_or(0, str::len),
+    );
+    path_and_query.push_str(&route.upstream.base_path);
+    if path_and_query.is_empty() || rest != "/" {
+        path_and_query.push_str(rest);
+    } else if !route.strip_prefix {
+        path_and_query.push('/');
+    }
+    if let Some(query) = query {
+        path_and_query.push('?');
+        path_and_query.push_str(query);
+    }
+    Uri::builder()
+        .scheme(route.upstream.scheme.clone())
+        .authority(route.upstream.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| GatewayError::BadRequest {
+            reason: "bad_request_target",
+        })
+}
+
+fn set_forwarding_headers(out: &Outbound<'_>, headers: &mut HeaderMap) {
+    let peer_ip = canonical_ip(out.peer.addr.ip());
+    let trusted = out.settings.is_trusted(peer_ip);
+    let proto = if out.peer.tls { "https" } else { "http" };
+    let client_ip = out.settings.client_ip(headers, peer_ip);
+
+    let mut xff = if trusted {
+        forwarded_for_list(headers).join(", ")
+    } else {
+        String::new()
+    };
+    if !xff.is_empty() {
+        xff.push_str(", ");
+    }
+    xff.push_str(&peer_ip.to_string());
+    headers.remove("x-forwarded-for");
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", value);
+    }
+
+    if !(trusted && headers.contains_key("x-forwarded-proto")) {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    }
+    if !(trusted && headers.contains_key("x-forwarded-host")) {
+        headers.remove("x-forwarded-host");
+        if let Some(value) = out
+            .original_host
+            .and_then(|h| HeaderValue::from_str(h).ok())
+        {
+            headers.insert("x-forwarded-host", value);
+        }
+    }
+
+    let node = match peer_ip {
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    let mut element = format!("for={node};proto={proto}");
+    if let Some(host) = out
+        .original_host
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
+    {
+        element.push_str(&format!(";host=\"{host}\""));
+    }
+    let mut forwarded = if trusted {
+        headers
+            .get_all(header::FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        String::new()
+    };
+    if !forwarded.is_empty() {
+        forwarded.push_str(", ");
+    }
+    forwarded.push_str(&element);
+    headers.remove(header::FORWARDED);
+    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        headers.insert(header::FORWARDED, value);
+    }
+
+    headers.remove("x-real-ip");
+    if let Ok(value) = HeaderValue::from_str(&client_ip.to_string()) {
+        headers.insert("x-real-ip", value);
+    }
+}
+
+/// HTTP/2 may split `cookie` into several fields; an HTTP/1.1 upstream needs one (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(mut value) = HeaderValue::from_bytes(&joined) {
+        value.set_sensitive(true);
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// Sends the request upstream and returns its response, streaming both bodies.
+pub async fn send(
+    out: Outbound<'_>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    let (mut parts, body) = req.into_parts();
+    parts.uri = upstream_uri(out.route, out.path, parts.uri.query())?;
+    parts.version = Version::HTTP_11;
+    for name in PATH_OVERRIDES {
+        parts.headers.remove(name);
+    }
+    set_forwarding_headers(&out, &mut parts.headers);
+    join_cookies(&mut parts.headers);
+    if out.route.preserve_host {
+        if let Some(value) = out
+            .original_host
+            .and_then(|h| HeaderValue::from_str(h).ok())
+        {
+            parts.headers.insert(header::HOST, value);
+        }
+    } else if let Ok(value) = HeaderValue::from_str(out.route.upstream.authority.as_str()) {
+        parts.headers.insert(header::HOST, value);
+    }
+    let body = IdleTimeoutBody::new(body, out.settings.body_idle_timeout).boxed();
+    let request = Request::from_parts(parts, body);
+
+    let response = match tokio::time::timeout(
+        out.route.response_timeout,
+        out.client.client.request(request),
+    )
+    .await
+    {
+        Err(_) => return Err(GatewayError::UpstreamTimeout),
+        Ok(Err(error)) => return Err(classify(&error)),
+        Ok(Ok(response)) => response,
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(Into::into).boxed(),
+    ))
+}
+
+fn classify(error: &hyper_util::client::legacy::Error) -> GatewayError {
+    if is_body_idle_timeout(error) {
+        return GatewayError::RequestBodyTimeout;
+    }
+    let detail = error_chain(error);
+    if error.is_connect() {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = source {
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            {
+                return GatewayError::UpstreamConnectTimeout;
+            }
+            source = e.source();
+        }
+        return GatewayError::UpstreamUnreachable { detail };
+    }
+    GatewayError::UpstreamFailed { detail }
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::file::UpstreamUrl;
+    use crate::route::PathRules;
+
+    fn route(prefix: &str, base: &str, strip: bool) -> Route {
+        Route {
+            name: Arc::from("r"),
+            host: None,
+            prefix: prefix.into(),
+            methods: None,
+            upstream: UpstreamUrl {
+                scheme: http::uri::Scheme::HTTP,
+                authority: http::uri::Authority::from_static("up:80"),
+                base_path: base.into(),
+            },
+            strip_prefix: strip,
+            preserve_host: false,
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            ca_bundle: None,
+            path_rules: PathRules::default(),
+        }
+    }
+
+    #[test]
+    fn uri_rewrite() {
+        let cases = [
+            (
+                "/api",
+                "",
+                false,
+                "/api/x",
+                Some("a=1"),
+                "http://up:80/api/x?a=1",
+            ),
+            ("/api", "", true, "/api/x", None, "http://up:80/x"),
+            ("/api", "", true, "/api", None, "http://up:80/"),
+            ("/api", "", true, "/api/", None, "http://up:80/"),
+            ("/api", "/base", true, "/api", None, "http://up:80/base"),
+            (
+                "/api",
+                "/base",
+                true,
+                "/api/x/",
+                None,
+                "http://up:80/base/x/",
+            ),
+            (
+                "/api",
+                "/base",
+                false,
+                "/api/x",
+                None,
+                "http://up:80/base/api/x",
+            ),
+            ("/", "/base", false, "/", None, "http://up:80/base/"),
+            ("/", "", false, "/", None, "http://up:80/"),
+        ];
+        for (prefix, base, strip, path, query, expected) in cases {
+            let uri = upstream_uri(&route(prefix, base, strip), path, query).expect("valid uri");
+            assert_eq!(
+                uri.to_string(),
+                expected,
+                "prefix {prefix} base {base} strip {strip} path {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret, X-Other"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("x-other", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("te", HeaderValue::from_static("gzip, trailers"));
+        headers.insert("upgrade", HeaderValue::from_static("h2c"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, vec!["x-kept", "te"]);
+        assert_eq!(
+            headers.get("te").map(HeaderValue::as_bytes),
+            Some(&b"trailers"[..])
+        );
+    }
+
+    #[test]
+    fn client_ip_behind_trusted_proxies() {
+        let settings = ForwardSettings {
+            trusted_proxies: Arc::from(vec!["10.0.0.0/8".parse::<ipnet::IpNet>().expect("cidr")]),
+            body_idle_timeout: Duration::from_secs(1),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.1.1.1, 2.2.2.2, 10.0.0.7"),
+        );
+        let peer: IpAddr = "10.0.0.1".parse().expect("ip");
+        assert_eq!(settings.client_ip(&headers, peer).to_string(), "2.2.2.2");
+        let stranger: IpAddr = "8.8.8.8".parse().expect("ip");
+        assert_eq!(
+            settings.client_ip(&headers, stranger).to_string(),
+            "8.8.8.8"
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! THE pipeline. [`handle`] runs the steps in the order a request meets them and turns any
+//! error into a response in one place (`error.rs`), logging the outcome once.
+//!
+//! listen → route → forward; the authentication steps (credential → verify → denylist → policy
+//! → identity) slot in between route and forward. No step answers the client itself.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, Request, Response, Version};
+use hyper::body::Incoming;
+
+use crate::body::Body;
+use crate::error::{ErrorFlavor, GatewayError};
+use crate::forward::{self, Outbound, PeerInfo};
+use crate::path;
+use crate::route::RouteMiss;
+use crate::state::{SharedState, Snapshot};
+
+/// What the access log says about a request besides its status.
+#[derive(Default)]
+struct Trace {
+    route: Option<Arc<str>>,
+}
+
+pub async fn handle(
+    state: Arc<SharedState>,
+    req: Request<Incoming>,
+    peer: PeerInfo,
+) -> Response<Body> {
+    let started = Instant::now();
+    let snapshot = state.load();
+    let flavor = ErrorFlavor::of(req.headers());
+    let method = req.method().clone();
+    let version = req.version();
+    let logged_path = req.uri().path().to_string();
+    let client_ip = snapshot.forward.client_ip(req.headers(), peer.addr.ip());
+    let mut trace = Trace::default();
+    let outcome = pipeline(&snapshot, req, peer, &mut trace).await;
+    let route = trace.route.as_deref().unwrap_or("-");
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match outcome {
+        Ok(response) => {
+            tracing::info!(target: "authgate::access", %method, path = %logged_path, ?version, route, %client_ip,
+                status = response.status().as_u16(), elapsed_ms, "request");
+            response
+        }
+        Err(error) => {
+            let status = error.status().as_u16();
+            let reason = error.reason();
+            let detail = error.detail().unwrap_or("");
+            if error.is_server_side() {
+                tracing::warn!(target: "authgate::access", %method, path = %logged_path, ?version, route, %client_ip,
+                    status, reason, detail, elapsed_ms, "request failed");
+            } else {
+                tracing::info!(target: "authgate::access", %method, path = %logged_path, ?version, route, %client_ip,
+                    status, reason, elapsed_ms, "request refused");
+            }
+            error.into_response(flavor)
+        }
+    }
+}
+
+async fn pipeline(
+    snapshot: &Snapshot,
+    mut req: Request<Incoming>,
+    peer: PeerInfo,
+    trace: &mut Trace,
+) -> Result<Response<Body>, GatewayError> {
+    let host = RequestHost::of(&req)?;
+    let normalized = path::normalize(req.uri().path())
+        .map_err(|e| GatewayError::BadRequest { reason: e.reason() })?;
+    let (index, route) = snapshot
+        .routes
+        .find(
+            host.as_ref().map(|h| h.name.as_str()),
+            &normalized.path,
+            req.method(),
+        )
+        .map_err(|miss| match miss {
+            RouteMiss::NotFound => GatewayError::NoRoute,
+            RouteMiss::MethodNotAllowed(allow) => GatewayError::MethodNotAllowed { allow },
+        })?;
+    trace.route = Some(route.name.clone());
+    let rules = route.path_rules;
+    for (present, allowed, reason) in [
+        (
+            normalized.has_encoded_slash,
+            rules.allow_encoded_slash,
+            "encoded_slash",
+        ),
+        (
+            normalized.has_encoded_backslash,
+            rules.allow_encoded_backslash,
+            "encoded_backslash",
+        ),
+        (
+            normalized.has_encoded_nul,
+            rules.allow_encoded_nul,
+            "encoded_nul",
+        ),
+        (
+            normalized.has_path_parameters,
+            rules.allow_path_parameters,
+            "path_parameters",
+        ),
+    ] {
+        if present && !allowed {
+            return Err(GatewayError::BadRequest { reason });
+        }
+    }
+    forward::strip_hop_by_hop(req.headers_mut());
+    let outbound = Outbound {
+        route,
+        client: &snapshot.clients[index],
+        settings: &snapshot.forward,
+        peer,
+        path: &normalized.path,
+        original_host: host.as_ref().map(|h| h.original.as_str()),
+    };
+    forward::send(outbound, req).await
+}
+
+/// The host the client addressed: `:authority` / absolute-form, else the single `Host` header.
+struct RequestHost {
+    /// As received, port included: for `X-Forwarded-Host` and `preserve_host`.
+    original: String,
+    /// Lower-case, without port: for routing.
+    name: String,
+}
+
+impl RequestHost {
+    fn of<B>(req: &Request<B>) -> Result<Option<Self>, GatewayError> {
+        let bad = GatewayError::BadRequest { reason: "bad_host" };
+        let original = if let Some(authority) = req.uri().authority() {
+            authority.as_str().to_string()
+        } else {
+            let mut hosts = req.headers().get_all(header::HOST).iter();
+            let Some(value) = hosts.next() else {
+                return if req.version() == Version::HTTP_11 {
+                    Err(GatewayError::BadRequest {
+                        reason: "missing_host",
+                    })
+                } else {
+                    Ok(None)
+                };
+            };
+            if hosts.next().is_some() {
+                return Err(bad);
+            }
+            value
+                .to_str()
+                .map_err(|_| GatewayError::BadRequest { reason: "bad_host" })?
+                .to_string()
+        };
+        if original.contains('@') {
+            return Err(bad);
+        }
+        let name = if let Some(rest) = original.strip_prefix('[') {
+            let end = rest
+                .find(']')
+                .ok_or(GatewayError::BadRequest { reason: "bad_host" })?;
+            format!("[{}]", &rest[..end])
+        } else {
+            match original.rsplit_once(':') {
+                Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name.to_string(),
+                Some(_) => return Err(bad),
+                None => original.clone(),
+            }
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let valid = |b: u8| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
+        };
+        if name.is_empty() || !name.bytes().all(valid) {
+            return Err(bad);
+        }
+        Ok(Some(RequestHost { original, name }))
+    }
+}
