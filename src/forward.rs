@@ -195,22 +195,18 @@ pub struct Outbound<'a> {
 /// The upstream URI: the route's base path, the matched path (prefix stripped if configured)
 /// and the original query string.
 pub fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
+    // With strip_prefix, `/api` leaves "" and `/api/` leaves "/": the trailing slash survives.
     let rest = if route.strip_prefix {
-        match path.strip_prefix(route.prefix.as_str()) {
-            Some("") => "/",
-            Some(rest) => rest,
-            None => path,
-        }
+        path.strip_prefix(route.prefix.as_str()).unwrap_or(path)
     } else {
         path
     };
     let mut path_and_query = String::with_capacity(
-        route.upstream.base_path.len() + rest.len() + 1 + query.map_or(0, str::len),
+        route.upstream.base_path.len() + rest.len() + 2 + query.map_or(0, str::len),
     );
     path_and_query.push_str(&route.upstream.base_path);
-    if path_and_query.is_empty() || rest != "/" {
-        path_and_query.push_str(rest);
-    } else if !route.strip_prefix {
+    path_and_query.push_str(rest);
+    if path_and_query.is_empty() {
         path_and_query.push('/');
     }
     if let Some(query) = query {

@@ -149,7 +149,7 @@ pub(super) fn build(
         });
         if listeners
             .iter()
-            .any(|l: &ListenerSettings| l.address == listener.address.0)
+            .any(|l: &ListenerSettings| l.address == listener.address.0 && l.address.port() != 0)
         {
             errors.push(at.error_at(
                 span.start,
