@@ -1,0 +1,197 @@
+//! The built binary: `check` with located errors, and SIGTERM draining in-flight requests.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_authgate");
+
+fn check(dir: &Path, toml: &str) -> (bool, String) {
+    let path = dir.join("authgate.toml");
+    std::fs::write(&path, toml).unwrap();
+    let output = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+const VALID_HEAD: &str = "[[listener]]\naddress = \"127.0.0.1:0\"\n";
+
+#[test]
+fn check_reports_file_line_column_and_reason() {
+    let dir = temp_dir("check");
+    let file = dir.join("authgate.toml");
+    let file = file.display();
+    // (config body after the listener lines, expected "line:column", expected message part)
+    let cases: &[(&str, &str, &str)] = &[
+        ("[[route]]\nname = \"a\"\npath_prefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\nbogus = 1\n", "7:1", "unknown field `bogus`"),
+        ("[server]\nidle_timeout = \"10 parsecs\"\n", "4:16", "duration"),
+        ("[server]\nidle_timeout = \"30\"\n", "4:16", "has no unit"),
+        ("[[route]]\nname = \"a\"\npath_prefix = \"/\"\nupstream = \"ftp://x\"\n", "6:12", "must use http or https"),
+        ("[[route]]\nname = \"a\"\npath_prefix = \"/\"\nupstream = \"not a url\"\n", "6:12", "is not a URL"),
+        ("[[route]]\nname = \"a\"\npath_prefix = \"api\"\nupstream = \"http://x\"\n", "5:15", "must begin with \"/\""),
+        ("[[route]]\nname = \"a\"\npath_prefix = \"/a/../b\"\nupstream = \"http://x\"\n", "5:15", "write \"/b\""),
+        ("[[route]]\nname = \"a\"\nhost = \"http://x\"\npath_prefix = \"/\"\nupstream = \"http://x\"\n", "5:8", "not a valid host name"),
+        ("[[route]]\nname = \"a\"\npath_prefix = \"/\"\nmethods = [\"get\"]\nupstream = \"http://x\"\n", "6:11", "upper-case HTTP method"),
+        ("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n", "4:19", "not a CIDR range"),
+        ("[[route]]\nname = \"a\"\npath_prefix = \"/\"\nupstream = \"${AUTHGATE_SURELY_UNSET_VAR}\"\n", "6:12", "AUTHGATE_SURELY_UNSET_VAR is not set"),
+        ("[[route]]\nname = \"a\"\npath_prefix = \"/x\"\nupstream = \"http://x\"\n[[route]]\nname = \"a\"\npath_prefix = \"/y\"\nupstream = \"http://x\"\n", "8:8", "route name \"a\" is used twice"),
+        ("[[route]]\nname = \"a\"\npath_prefix = \"/x\"\nupstream = \"http://x\"\n[[route]]\nname = \"b\"\npath_prefix = \"/x/\"\nupstream = \"http://x\"\n", "7:1", "matches the same host, path_prefix and methods"),
+        ("[upstream]\nca_bundle = \"missing-ca.pem\"\n", "4:13", "cannot read"),
+        ("[server]\nmax_connections = \"many\"\n", "4:19", "invalid type"),
+        ("[server\n", "3:8", ""),
+    ];
+    for (body, position, message) in cases {
+        let (ok, output) = check(&dir, &format!("{VALID_HEAD}{body}"));
+        assert!(!ok, "accepted:\n{body}");
+        let expected = format!("{file}:{position}: ");
+        assert!(output.contains(&expected), "want {expected}{message:?}, got:\n{output}\nfor:\n{body}");
+        assert!(output.contains(message), "want {message:?}, got:\n{output}");
+    }
+}
+
+#[test]
+fn check_lists_every_semantic_error_and_unreadable_tls_files() {
+    let dir = temp_dir("check-many");
+    let toml = format!(
+        "{VALID_HEAD}[[listener]]\naddress = \"127.0.0.1:0\"\ntls = {{ cert = \"nope.pem\", key = \"nope-key.pem\" }}\n\
+         [[route]]\nname = \"a\"\npath_prefix = \"/\"\nupstream = \"http://x\"\n\
+         [[route]]\nname = \"a\"\npath_prefix = \"/z\"\nupstream = \"http://x\"\n"
+    );
+    let (ok, output) = check(&dir, &toml);
+    assert!(!ok);
+    assert!(output.contains(":5:16: cannot read"), "{output}");
+    assert!(output.contains("nope.pem"), "{output}");
+    assert!(output.contains("route name \"a\" is used twice"), "{output}");
+    assert!(output.contains("2 error(s)"), "{output}");
+
+    // A certificate file that is not PEM is refused at the cert value.
+    std::fs::write(dir.join("garbage.pem"), "not a certificate").unwrap();
+    let toml = format!("[[listener]]\naddress = \"127.0.0.1:0\"\ntls = {{ cert = \"garbage.pem\", key = \"garbage.pem\" }}\n");
+    let (ok, output) = check(&dir, &toml);
+    assert!(!ok);
+    assert!(output.contains(":3:16: "), "{output}");
+}
+
+#[test]
+fn check_accepts_the_shipped_example_and_a_tls_config() {
+    let (ok, output) = {
+        let output = Command::new(BIN)
+            .args(["check", "--config", "config/authgate.toml"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    assert!(ok, "{output}");
+    let dir = temp_dir("check-tls");
+    make_cert(&dir);
+    let (ok, output) = check(
+        &dir,
+        "[[listener]]\naddress = \"127.0.0.1:0\"\ntls = { cert = \"cert.pem\", key = \"key.pem\" }\n",
+    );
+    assert!(ok, "{output}");
+    assert!(output.contains("ok (1 listener(s), 0 route(s))"), "{output}");
+}
+
+/// Starts the binary on `config`, returning the child and the first listener's address.
+fn spawn_gateway(config: &Path) -> (std::process::Child, std::net::SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                if event["message"] == "listening" {
+                    if let Some(address) = event["address"].as_str() {
+                        let _ = tx.send(address.parse().unwrap());
+                    }
+                }
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("gateway never logged its address");
+    (child, addr)
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut std::process::Child, deadline: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_keeps_serving_during_the_delay_then_drains_and_exits_zero() {
+    let up = echo().await;
+    let dir = temp_dir("sigterm");
+    let config = dir.join("authgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nshutdown_delay = \"1s\"\ndrain_timeout = \"20s\"\n{VALID_HEAD}\
+             [[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\n"
+        ),
+    )
+    .unwrap();
+    let (mut child, addr) = spawn_gateway(&config);
+    let client = h1_client();
+    // Several slow requests in flight when the signal arrives.
+    let in_flight: Vec<_> = (0..8)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { send(&client, get(&format!("http://{addr}/slow/{i}?delay_ms=2500"))).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&child, "TERM");
+    // During the shutdown delay new requests are still served.
+    let during = send(&h1_client(), get(&format!("http://{addr}/during"))).await;
+    assert_eq!(during.status, 200);
+    for request in in_flight {
+        assert_eq!(request.await.unwrap().status, 200);
+    }
+    let status = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("gateway did not exit after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_config_stops_run_with_the_located_error() {
+    let dir = temp_dir("run-bad");
+    let config = dir.join("authgate.toml");
+    std::fs::write(&config, format!("{VALID_HEAD}[server]\nidle_timeout = \"soon\"\n")).unwrap();
+    let output = Command::new(BIN).args(["run", "--config"]).arg(&config).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("{}:4:16: ", config.display())), "{stderr}");
+}
