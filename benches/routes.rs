@@ -40,7 +40,10 @@ fn nanos_per_lookup(table: &RouteTable, count: usize) -> f64 {
     let requests: Vec<(String, String)> = (0..1024)
         .map(|i| {
             let i = (i * 7919) % count;
-            (format!("h{}.example.com", i % 100), format!("/svc{i}/api/users/42/orders"))
+            (
+                format!("h{}.example.com", i % 100),
+                format!("/svc{i}/api/users/42/orders"),
+            )
         })
         .collect();
     const LOOKUPS: usize = 2_000_000;

@@ -46,6 +46,9 @@ pin_project_lite::pin_project! {
         #[pin]
         deadline: Sleep,
         idle: Duration,
+        // The clock starts at the first poll, i.e. once the upstream is ready to read, so
+        // connecting to the upstream never counts against the client.
+        started: bool,
     }
 }
 
@@ -55,6 +58,7 @@ impl<B> IdleTimeoutBody<B> {
             inner,
             deadline: tokio::time::sleep(idle),
             idle,
+            started: false,
         }
     }
 }
@@ -72,6 +76,10 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
+        if !*this.started {
+            *this.started = true;
+            this.deadline.as_mut().reset(Instant::now() + *this.idle);
+        }
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.deadline.as_mut().reset(Instant::now() + *this.idle);

@@ -134,7 +134,7 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
          Try:\n  \
            curl -s {base}/echo/hello | jq .\n  \
            curl -s -X POST --data 'hi' {base}/echo/post | jq .\n  \
-           curl -si {base}/echo/../admin            # normalised to /admin: 404, no such route\n  \
+           curl -si --path-as-is {base}/echo/../admin # normalised to /admin: 404, no such route\n  \
            curl -si -X DELETE {base}/readonly/x     # 405 with Allow\n  \
            curl -si {base}/echo/a%2Fb               # encoded slash: 400\n  \
            curl -s --http2-prior-knowledge {base}/echo/h2c | jq .version\n\

@@ -20,7 +20,8 @@ fn check(dir: &Path, toml: &str) -> (bool, String) {
         .arg(&path)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
     (output.status.success(), text)
 }
 
@@ -49,12 +50,20 @@ fn check_reports_file_line_column_and_reason() {
         ("[upstream]\nca_bundle = \"missing-ca.pem\"\n", "4:13", "cannot read"),
         ("[server]\nmax_connections = \"many\"\n", "4:19", "invalid type"),
         ("[server\n", "3:8", ""),
+        ("[server]\nidle_timeout = \"0s\"\n", "4:16", "must be longer than zero"),
+        ("[server]\nmax_header_bytes = 1024\n", "4:20", "at least 8192"),
+        ("[server]\nmax_connections = 0\n", "4:19", "at least 1"),
+        ("[[route]]\nname = \"a\"\npath_prefix = \"/\"\nupstream = \"http://x\"\nresponse_timeout = \"0ms\"\n", "7:20", "must be longer than zero"),
+        ("[upstream]\nca_bundle = \"authgate.toml\"\n", "4:13", "no usable certificate"),
     ];
     for (body, position, message) in cases {
         let (ok, output) = check(&dir, &format!("{VALID_HEAD}{body}"));
         assert!(!ok, "accepted:\n{body}");
         let expected = format!("{file}:{position}: ");
-        assert!(output.contains(&expected), "want {expected}{message:?}, got:\n{output}\nfor:\n{body}");
+        assert!(
+            output.contains(&expected),
+            "want {expected}{message:?}, got:\n{output}\nfor:\n{body}"
+        );
         assert!(output.contains(message), "want {message:?}, got:\n{output}");
     }
 }
@@ -71,7 +80,10 @@ fn check_lists_every_semantic_error_and_unreadable_tls_files() {
     assert!(!ok);
     assert!(output.contains(":5:16: cannot read"), "{output}");
     assert!(output.contains("nope.pem"), "{output}");
-    assert!(output.contains("route name \"a\" is used twice"), "{output}");
+    assert!(
+        output.contains("route name \"a\" is used twice"),
+        "{output}"
+    );
     assert!(output.contains("2 error(s)"), "{output}");
 
     // A certificate file that is not PEM is refused at the cert value.
@@ -90,7 +102,10 @@ fn check_accepts_the_shipped_example_and_a_tls_config() {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .unwrap();
-        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     };
     assert!(ok, "{output}");
     let dir = temp_dir("check-tls");
@@ -100,7 +115,10 @@ fn check_accepts_the_shipped_example_and_a_tls_config() {
         "[[listener]]\naddress = \"127.0.0.1:0\"\ntls = { cert = \"cert.pem\", key = \"key.pem\" }\n",
     );
     assert!(ok, "{output}");
-    assert!(output.contains("ok (1 listener(s), 0 route(s))"), "{output}");
+    assert!(
+        output.contains("ok (1 listener(s), 0 route(s))"),
+        "{output}"
+    );
 }
 
 /// Starts the binary on `config`, returning the child and the first listener's address.
@@ -126,16 +144,24 @@ fn spawn_gateway(config: &Path) -> (std::process::Child, std::net::SocketAddr) {
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("gateway never logged its address");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("gateway never logged its address");
     (child, addr)
 }
 
 fn signal(child: &std::process::Child, name: &str) {
-    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
-fn wait_exit(child: &mut std::process::Child, deadline: Duration) -> Option<std::process::ExitStatus> {
+fn wait_exit(
+    child: &mut std::process::Child,
+    deadline: Duration,
+) -> Option<std::process::ExitStatus> {
     let start = Instant::now();
     while start.elapsed() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
@@ -166,7 +192,13 @@ async fn sigterm_keeps_serving_during_the_delay_then_drains_and_exits_zero() {
     let in_flight: Vec<_> = (0..8)
         .map(|i| {
             let client = client.clone();
-            tokio::spawn(async move { send(&client, get(&format!("http://{addr}/slow/{i}?delay_ms=2500"))).await })
+            tokio::spawn(async move {
+                send(
+                    &client,
+                    get(&format!("http://{addr}/slow/{i}?delay_ms=2500")),
+                )
+                .await
+            })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -177,21 +209,36 @@ async fn sigterm_keeps_serving_during_the_delay_then_drains_and_exits_zero() {
     for request in in_flight {
         assert_eq!(request.await.unwrap().status, 200);
     }
-    let status = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(30)))
-        .await
-        .unwrap()
-        .expect("gateway did not exit after SIGTERM");
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .expect("gateway did not exit after SIGTERM");
     assert!(status.success(), "exit status {status}");
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after exit");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after exit"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_config_stops_run_with_the_located_error() {
     let dir = temp_dir("run-bad");
     let config = dir.join("authgate.toml");
-    std::fs::write(&config, format!("{VALID_HEAD}[server]\nidle_timeout = \"soon\"\n")).unwrap();
-    let output = Command::new(BIN).args(["run", "--config"]).arg(&config).output().unwrap();
+    std::fs::write(
+        &config,
+        format!("{VALID_HEAD}[server]\nidle_timeout = \"soon\"\n"),
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&format!("{}:4:16: ", config.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:4:16: ", config.display())),
+        "{stderr}"
+    );
 }

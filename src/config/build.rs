@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
-use super::file::{self, FileConfig, HumanDuration};
+use super::file::{self, FileConfig, HumanDuration, Timeout};
 use super::{ConfigError, Locator};
 use crate::route::{PathRules, Route};
 
@@ -65,6 +65,10 @@ fn or_default(value: Option<HumanDuration>, default: Duration) -> Duration {
     value.map_or(default, |d| d.0)
 }
 
+fn timeout_or(value: Option<Timeout>, default: Duration) -> Duration {
+    value.map_or(default, |d| d.0)
+}
+
 pub(super) fn build(
     parsed: FileConfig,
     at: &Locator<'_>,
@@ -76,15 +80,21 @@ pub(super) fn build(
         shutdown_delay: or_default(s.shutdown_delay, file::DEFAULT_SHUTDOWN_DELAY),
         drain_timeout: or_default(s.drain_timeout, file::DEFAULT_DRAIN_TIMEOUT),
         trusted_proxies: s.trusted_proxies.iter().map(|c| c.0).collect(),
-        max_connections: s.max_connections.unwrap_or(file::DEFAULT_MAX_CONNECTIONS),
-        tls_handshake_timeout: or_default(
+        max_connections: s
+            .max_connections
+            .as_ref()
+            .map_or(file::DEFAULT_MAX_CONNECTIONS, |v| *v.get_ref()),
+        tls_handshake_timeout: timeout_or(
             s.tls_handshake_timeout,
             file::DEFAULT_TLS_HANDSHAKE_TIMEOUT,
         ),
-        header_read_timeout: or_default(s.header_read_timeout, file::DEFAULT_HEADER_READ_TIMEOUT),
-        body_idle_timeout: or_default(s.body_idle_timeout, file::DEFAULT_BODY_IDLE_TIMEOUT),
-        idle_timeout: or_default(s.idle_timeout, file::DEFAULT_IDLE_TIMEOUT),
-        max_header_bytes: s.max_header_bytes.unwrap_or(file::DEFAULT_MAX_HEADER_BYTES),
+        header_read_timeout: timeout_or(s.header_read_timeout, file::DEFAULT_HEADER_READ_TIMEOUT),
+        body_idle_timeout: timeout_or(s.body_idle_timeout, file::DEFAULT_BODY_IDLE_TIMEOUT),
+        idle_timeout: timeout_or(s.idle_timeout, file::DEFAULT_IDLE_TIMEOUT),
+        max_header_bytes: s
+            .max_header_bytes
+            .as_ref()
+            .map_or(file::DEFAULT_MAX_HEADER_BYTES, |v| *v.get_ref()),
         h2_max_concurrent_streams: s
             .h2_max_concurrent_streams
             .unwrap_or(file::DEFAULT_H2_MAX_CONCURRENT_STREAMS),
@@ -98,28 +108,19 @@ pub(super) fn build(
             .h2_max_local_error_resets
             .unwrap_or(file::DEFAULT_H2_MAX_LOCAL_ERROR_RESETS),
     };
-    if server.max_connections == 0 {
-        errors.push(at.error_unplaced("server.max_connections must be at least 1"));
+    if let Some(value) = s.max_connections.as_ref().filter(|v| *v.get_ref() == 0) {
+        errors.push(at.error_at(value.span().start, "max_connections must be at least 1"));
     }
-    if server.max_header_bytes < 1024 {
-        errors.push(at.error_unplaced("server.max_header_bytes must be at least 1024"));
-    }
-    for (name, value) in [
-        ("tls_handshake_timeout", server.tls_handshake_timeout),
-        ("header_read_timeout", server.header_read_timeout),
-        ("body_idle_timeout", server.body_idle_timeout),
-        ("idle_timeout", server.idle_timeout),
-    ] {
-        if value.is_zero() {
-            errors.push(at.error_unplaced(format!("server.{name} must be longer than zero")));
-        }
+    // hyper's read buffer, which bounds the header block, cannot be smaller than 8 KiB.
+    if let Some(value) = s.max_header_bytes.as_ref().filter(|v| *v.get_ref() < 8192) {
+        errors.push(at.error_at(value.span().start, "max_header_bytes must be at least 8192"));
     }
 
     let u = parsed.upstream;
     let upstream = UpstreamDefaults {
-        connect_timeout: or_default(u.connect_timeout, file::DEFAULT_UPSTREAM_CONNECT_TIMEOUT),
-        response_timeout: or_default(u.response_timeout, file::DEFAULT_UPSTREAM_RESPONSE_TIMEOUT),
-        pool_idle_timeout: or_default(
+        connect_timeout: timeout_or(u.connect_timeout, file::DEFAULT_UPSTREAM_CONNECT_TIMEOUT),
+        response_timeout: timeout_or(u.response_timeout, file::DEFAULT_UPSTREAM_RESPONSE_TIMEOUT),
+        pool_idle_timeout: timeout_or(
             u.pool_idle_timeout,
             file::DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT,
         ),
@@ -129,7 +130,7 @@ pub(super) fn build(
         ca_bundle: u
             .ca_bundle
             .as_ref()
-            .and_then(|path| readable_file(path, base_dir, at, &mut errors)),
+            .and_then(|path| ca_bundle_file(path, base_dir, at, &mut errors)),
     };
 
     let mut listeners = Vec::new();
@@ -212,7 +213,7 @@ pub(super) fn build(
         let ca_bundle = route
             .ca_bundle
             .as_ref()
-            .and_then(|path| readable_file(path, base_dir, at, &mut errors))
+            .and_then(|path| ca_bundle_file(path, base_dir, at, &mut errors))
             .or_else(|| upstream.ca_bundle.clone());
         routes.push(Route {
             name: Arc::from(name.as_str()),
@@ -222,8 +223,8 @@ pub(super) fn build(
             upstream: route.upstream.clone(),
             strip_prefix: route.strip_prefix,
             preserve_host: route.preserve_host,
-            connect_timeout: or_default(route.connect_timeout, upstream.connect_timeout),
-            response_timeout: or_default(route.response_timeout, upstream.response_timeout),
+            connect_timeout: timeout_or(route.connect_timeout, upstream.connect_timeout),
+            response_timeout: timeout_or(route.response_timeout, upstream.response_timeout),
             ca_bundle,
             path_rules: PathRules {
                 allow_encoded_slash: route.allow_encoded_slash,
@@ -241,6 +242,7 @@ pub(super) fn build(
     }
 
     if errors.is_empty() {
+        errors.sort_by_key(|e| (e.line, e.column));
         Ok(Config {
             server,
             upstream,
@@ -248,7 +250,25 @@ pub(super) fn build(
             routes,
         })
     } else {
+        errors.sort_by_key(|e| (e.line, e.column));
         Err(errors)
+    }
+}
+
+/// A CA bundle must be readable and hold at least one certificate, so `check` catches it.
+fn ca_bundle_file(
+    value: &Spanned<file::EnvString>,
+    base_dir: &Path,
+    at: &Locator<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<PathBuf> {
+    let path = readable_file(value, base_dir, at, errors)?;
+    match crate::tls::client_config(Some(&path)) {
+        Ok(_) => Some(path),
+        Err(message) => {
+            errors.push(at.error_at(value.span().start, message));
+            None
+        }
     }
 }
 

@@ -50,12 +50,12 @@ pub struct ServerSection {
     pub drain_timeout: Option<HumanDuration>,
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
-    pub max_connections: Option<usize>,
-    pub tls_handshake_timeout: Option<HumanDuration>,
-    pub header_read_timeout: Option<HumanDuration>,
-    pub body_idle_timeout: Option<HumanDuration>,
-    pub idle_timeout: Option<HumanDuration>,
-    pub max_header_bytes: Option<usize>,
+    pub max_connections: Option<Spanned<usize>>,
+    pub tls_handshake_timeout: Option<Timeout>,
+    pub header_read_timeout: Option<Timeout>,
+    pub body_idle_timeout: Option<Timeout>,
+    pub idle_timeout: Option<Timeout>,
+    pub max_header_bytes: Option<Spanned<usize>>,
     pub h2_max_concurrent_streams: Option<u32>,
     pub h2_max_header_list_bytes: Option<u32>,
     pub h2_max_pending_resets: Option<usize>,
@@ -65,9 +65,9 @@ pub struct ServerSection {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSection {
-    pub connect_timeout: Option<HumanDuration>,
-    pub response_timeout: Option<HumanDuration>,
-    pub pool_idle_timeout: Option<HumanDuration>,
+    pub connect_timeout: Option<Timeout>,
+    pub response_timeout: Option<Timeout>,
+    pub pool_idle_timeout: Option<Timeout>,
     pub max_idle_per_host: Option<usize>,
     pub ca_bundle: Option<Spanned<EnvString>>,
 }
@@ -98,8 +98,8 @@ pub struct RouteSection {
     pub strip_prefix: bool,
     #[serde(default)]
     pub preserve_host: bool,
-    pub connect_timeout: Option<HumanDuration>,
-    pub response_timeout: Option<HumanDuration>,
+    pub connect_timeout: Option<Timeout>,
+    pub response_timeout: Option<Timeout>,
     pub ca_bundle: Option<Spanned<EnvString>>,
     #[serde(default)]
     pub allow_encoded_slash: bool,
@@ -152,6 +152,21 @@ pub fn parse_duration(text: &str) -> Result<HumanDuration, String> {
     };
     Ok(HumanDuration(duration))
 }
+
+/// A duration that must be longer than zero (a zero timeout would refuse everything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Duration);
+string_value!(
+    Timeout,
+    "a duration longer than zero such as \"500ms\" or \"30s\"",
+    |raw| {
+        let HumanDuration(duration) = parse_duration(raw)?;
+        if duration.is_zero() {
+            return Err(format!("timeout {raw:?} must be longer than zero"));
+        }
+        Ok(Timeout(duration))
+    }
+);
 
 /// A listen address: `"127.0.0.1:8080"` or `"[::1]:8443"`.
 #[derive(Debug, Clone, Copy)]
