@@ -88,8 +88,8 @@ fn check_lists_every_semantic_error_and_unreadable_tls_files() {
 
     // A certificate file that is not PEM is refused at the cert value.
     std::fs::write(dir.join("garbage.pem"), "not a certificate").unwrap();
-    let toml = format!("[[listener]]\naddress = \"127.0.0.1:0\"\ntls = {{ cert = \"garbage.pem\", key = \"garbage.pem\" }}\n");
-    let (ok, output) = check(&dir, &toml);
+    let toml = "[[listener]]\naddress = \"127.0.0.1:0\"\ntls = { cert = \"garbage.pem\", key = \"garbage.pem\" }\n";
+    let (ok, output) = check(&dir, toml);
     assert!(!ok);
     assert!(output.contains(":3:16: "), "{output}");
 }
