@@ -13,6 +13,21 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
+/// Reads a value through `FromStr`-like validation so the error lands on the value's span.
+macro_rules! string_value {
+    ($ty:ident, $expecting:literal, $parse:expr) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(deserializer)?;
+                let parse: fn(&str) -> Result<$ty, String> = $parse;
+                parse(&raw)
+                    .map_err(|msg| de::Error::custom(format!("{msg} (expected {})", $expecting)))
+            }
+        }
+    };
+}
+
+
 pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +56,225 @@ pub struct FileConfig {
     pub listeners: Vec<Spanned<ListenerSection>>,
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RouteSection>>,
+    #[serde(default)]
+    pub auth: AuthSection,
+    #[serde(default, rename = "provider")]
+    pub providers: Vec<Spanned<ProviderSection>>,
+}
+
+pub const DEFAULT_REALM: &str = "authgate";
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+pub const DEFAULT_TOKEN_CACHE_ENTRIES: u64 = 100_000;
+pub const DEFAULT_IDENTITY_PREFIX: &str = "x-auth-";
+pub const DEFAULT_SUBJECT_HEADER: &str = "x-auth-subject";
+pub const DEFAULT_ISSUER_HEADER: &str = "x-auth-issuer";
+pub const DEFAULT_DENYLIST_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+pub const DEFAULT_JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+pub const DEFAULT_JWKS_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_JWKS_MAX_REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_JWKS_UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_JWKS_MAX_STALENESS: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_JWKS_MAX_BYTES: usize = 512 * 1024;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// The `realm` of every `WWW-Authenticate` challenge.
+    pub realm: Option<String>,
+    pub max_token_bytes: Option<Spanned<usize>>,
+    pub token_cache_entries: Option<u64>,
+    pub denylist: Option<Spanned<EnvString>>,
+    pub denylist_reload_interval: Option<Timeout>,
+    #[serde(default)]
+    pub identity: IdentitySection,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySection {
+    /// Every incoming header whose name starts with this (after `_` → `-`) is removed.
+    pub prefix: Option<Spanned<String>>,
+    pub subject_header: Option<Spanned<String>>,
+    pub issuer_header: Option<Spanned<String>>,
+    /// More header names in the identity namespace, removed from every request.
+    #[serde(default)]
+    pub strip: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub array_format: ArrayFormat,
+    #[serde(default, rename = "claim")]
+    pub claims: Vec<ClaimHeaderSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimHeaderSection {
+    pub claim: ClaimPath,
+    pub header: Spanned<String>,
+    pub format: Option<ArrayFormat>,
+}
+
+/// How an array claim becomes one header value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ArrayFormat {
+    /// Comma-separated; an element holding a comma refuses the request.
+    #[default]
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    pub name: Spanned<String>,
+    pub issuer: Spanned<String>,
+    pub audiences: Spanned<Vec<String>>,
+    pub algorithms: Spanned<Vec<AlgorithmName>>,
+    pub jwks_uri: Option<Spanned<EnvString>>,
+    #[serde(default)]
+    pub discovery: bool,
+    pub secret: Option<Spanned<EnvString>>,
+    pub leeway: Option<HumanDuration>,
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    pub require_exp: Option<bool>,
+    pub typ: Option<String>,
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    pub ca_bundle: Option<Spanned<EnvString>>,
+    pub jwks_refresh_interval: Option<Timeout>,
+    pub jwks_min_refresh_interval: Option<Timeout>,
+    pub jwks_max_refresh_interval: Option<Timeout>,
+    pub jwks_unknown_kid_interval: Option<Timeout>,
+    pub jwks_max_staleness: Option<Timeout>,
+    pub jwks_fetch_timeout: Option<Timeout>,
+    pub jwks_max_bytes: Option<usize>,
+}
+
+/// A JWS algorithm name from the allowlist authgate supports (never `none`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlgorithmName(pub jsonwebtoken::Algorithm);
+string_value!(AlgorithmName, "one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512", |raw| {
+    use jsonwebtoken::Algorithm::*;
+    Ok(AlgorithmName(match raw {
+        "RS256" => RS256,
+        "RS384" => RS384,
+        "RS512" => RS512,
+        "PS256" => PS256,
+        "PS384" => PS384,
+        "PS512" => PS512,
+        "ES256" => ES256,
+        "ES384" => ES384,
+        "EdDSA" => EdDSA,
+        "HS256" => HS256,
+        "HS384" => HS384,
+        "HS512" => HS512,
+        _ => return Err(format!("{raw:?} is not a supported algorithm")),
+    }))
+});
+
+/// Where a claim lives: a JSON Pointer (`"/realm_access/roles"`, RFC 6901) or an array of
+/// segments (`["https://example.com/roles"]`), so names holding dots or slashes are reachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimPath(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for ClaimPath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Pointer(String),
+            Segments(Vec<String>),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Pointer(pointer) => parse_json_pointer(&pointer).map(ClaimPath).map_err(de::Error::custom),
+            Written::Segments(segments) if !segments.is_empty() => Ok(ClaimPath(segments)),
+            Written::Segments(_) => Err(de::Error::custom("a claim path needs at least one segment")),
+        }
+    }
+}
+
+fn parse_json_pointer(pointer: &str) -> Result<Vec<String>, String> {
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return Err(format!(
+            "claim path {pointer:?} must be a JSON Pointer starting with \"/\" (e.g. \"/realm_access/roles\") or an array of segments"
+        ));
+    };
+    rest.split('/')
+        .map(|segment| {
+            if segment.replace("~0", "").replace("~1", "").contains('~') {
+                return Err(format!("claim path {pointer:?} has a \"~\" not followed by 0 or 1"));
+            }
+            Ok(segment.replace("~1", "/").replace("~0", "~"))
+        })
+        .collect()
+}
+
+impl ClaimPath {
+    pub fn lookup<'a>(&self, claims: &'a serde_json::Map<String, serde_json::Value>) -> Option<&'a serde_json::Value> {
+        let (first, rest) = self.0.split_first()?;
+        let mut value = claims.get(first)?;
+        for segment in rest {
+            value = match value {
+                serde_json::Value::Object(map) => map.get(segment)?,
+                serde_json::Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(value)
+    }
+}
+
+impl fmt::Display for ClaimPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for segment in &self.0 {
+            write!(f, "/{}", segment.replace('~', "~0").replace('/', "~1"))?;
+        }
+        Ok(())
+    }
+}
+
+/// `auth` on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No credential is read; identity headers are still stripped.
+    Public,
+    /// No credential passes anonymously; a credential must be valid.
+    Optional,
+    #[default]
+    Required,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    #[serde(default)]
+    pub scopes_all: Vec<String>,
+    #[serde(default)]
+    pub scopes_any: Vec<String>,
+    pub roles_claim: Option<ClaimPath>,
+    #[serde(default)]
+    pub roles_all: Vec<String>,
+    #[serde(default)]
+    pub roles_any: Vec<String>,
+    #[serde(default)]
+    pub claims: Vec<ClaimRuleSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRuleSection {
+    pub claim: ClaimPath,
+    /// The claim equals this value (a string, number or boolean).
+    pub equals: Option<toml::Value>,
+    /// The claim is an array holding this value, or a string containing it as a
+    /// space-separated word.
+    pub contains: Option<toml::Value>,
+    /// The claim equals any one of these values.
+    pub any_of: Option<Vec<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -109,20 +343,13 @@ pub struct RouteSection {
     pub allow_encoded_nul: bool,
     #[serde(default)]
     pub allow_path_parameters: bool,
-}
-
-/// Reads a value through `FromStr`-like validation so the error lands on the value's span.
-macro_rules! string_value {
-    ($ty:ident, $expecting:literal, $parse:expr) => {
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let raw = String::deserialize(deserializer)?;
-                let parse: fn(&str) -> Result<$ty, String> = $parse;
-                parse(&raw)
-                    .map_err(|msg| de::Error::custom(format!("{msg} (expected {})", $expecting)))
-            }
-        }
-    };
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// Names of the providers whose tokens this route accepts; default: every provider.
+    pub providers: Option<Spanned<Vec<String>>>,
+    pub forward_authorization: Option<bool>,
+    #[serde(default)]
+    pub policy: PolicySection,
 }
 
 /// A duration written as `"500ms"`, `"30s"`, `"5m"` or `"1h"`.
