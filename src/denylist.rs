@@ -1,1 +1,930 @@
-//! (being written)
+//! Revocation: after a token's signature verifies, decide whether an operator has revoked it —
+//! the one token (`iss` + `jti`), every token of a user (`iss` + `sub`), every token of a user
+//! issued before a moment ("log out everywhere"), or every token signed with a leaked key
+//! (provider + `kid`). This step must never let a revocation lapse early: an entry is never
+//! evicted before its own `expires` (there is no size limit at all, because eviction silently
+//! un-revokes), and a file that fails to load never replaces the list in force, so a typo can
+//! not remove revocations.
+//!
+//! # File format
+//!
+//! ```toml
+//! [[token]]
+//! issuer = "https://idp.example.com/"
+//! jti = "3f2a..."
+//! expires = 2026-12-01T00:00:00Z     # optional; a TOML offset datetime, or an integer of unix seconds
+//! reason = "laptop stolen"           # optional free text, for humans only
+//!
+//! [[subject]]
+//! issuer = "https://idp.example.com/"
+//! subject = "user-123"
+//! issued_before = 2026-11-24T10:00:00Z   # optional; omitted = every token of the subject
+//! expires = 2026-12-24T00:00:00Z         # optional
+//! reason = "..."                         # optional
+//!
+//! [[key]]
+//! provider = "main"                      # the provider's configured name
+//! kid = "2025-rotation-1"
+//! expires = 1798761600                   # optional
+//! reason = "..."                         # optional
+//! ```
+//!
+//! - `issuer`, `jti`, `subject`, `provider` and `kid` are compared byte for byte with the
+//!   verified token (`iss` is matched exactly, trailing slash included) and must not be empty.
+//! - `expires` and `issued_before` are either an offset datetime (`Z` or `+01:00`; a local
+//!   datetime, a bare date or a bare time is an error) or an integer of unix seconds. Fractional
+//!   seconds round up.
+//! - An entry applies while `now <= expires`; after that it is skipped, never removed. Set
+//!   `expires` no earlier than the revoked tokens' `exp` plus the provider's leeway.
+//! - `issued_before = T` revokes tokens with `iat < T` and tokens without `iat`.
+//! - Several `[[subject]]` entries for one issuer + subject: the strictest live one wins.
+//! - Unknown keys are errors; duplicates are fine; an empty file is an empty list.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use toml::value::{Datetime, Offset};
+
+use crate::config::{ConfigError, ConfigErrors, Locator};
+use crate::jwt::VerifiedToken;
+
+/// Why a token is refused; `reason()` is the stable machine-readable name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    Token,
+    Subject,
+    SubjectIssuedBefore,
+    Key,
+}
+
+impl Revocation {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Revocation::Token => "revoked_token",
+            Revocation::Subject => "revoked_subject",
+            Revocation::SubjectIssuedBefore => "revoked_session",
+            Revocation::Key => "revoked_key",
+        }
+    }
+}
+
+/// `None` means the entry never expires.
+type Expires = Option<i64>;
+
+/// Outer key is the scope (issuer or provider), inner key the identifier; nesting lets a lookup
+/// borrow `&str` from the token instead of allocating a tuple key per request.
+type Scoped<V> = HashMap<Box<str>, HashMap<Box<str>, V>>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SubjectRule {
+    /// `None`: every token of the subject.
+    issued_before: Option<i64>,
+    expires: Expires,
+}
+
+/// An immutable revocation list; build a new one to change it.
+#[derive(Debug, Clone, Default)]
+pub struct Denylist {
+    tokens: Scoped<Expires>,
+    // A Vec rather than one merged rule: with expiries, which rule is strictest depends on `now`.
+    subjects: Scoped<Vec<SubjectRule>>,
+    keys: Scoped<Expires>,
+    len: usize,
+}
+
+fn live(expires: Expires, now_unix: i64) -> bool {
+    expires.is_none_or(|at| now_unix <= at)
+}
+
+/// Duplicates collapse into the one that lasts longest, which is exactly when any of them applies.
+fn merge_expires(a: Expires, b: Expires) -> Expires {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        _ => None,
+    }
+}
+
+impl Denylist {
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Distinct entries, after identical duplicates are merged.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> Result<Denylist, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read denylist file: {e}"),
+            }])
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses denylist text; `path` only names the file in errors. Reports every semantic error.
+    pub fn parse(path: &Path, text: &str) -> Result<Denylist, ConfigErrors> {
+        let locator = Locator { file: path, text };
+        let file: DenylistFile = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            ConfigErrors(vec![match e.span() {
+                Some(span) => locator.error_at(span.start, message),
+                None => locator.error_unplaced(message),
+            }])
+        })?;
+        let mut builder = Builder {
+            locator: &locator,
+            errors: Vec::new(),
+            list: Denylist::empty(),
+        };
+        for entry in &file.token {
+            builder.token(entry);
+        }
+        for entry in &file.subject {
+            builder.subject(entry);
+        }
+        for entry in &file.key {
+            builder.key(entry);
+        }
+        if builder.errors.is_empty() {
+            Ok(builder.list)
+        } else {
+            Err(ConfigErrors(builder.errors))
+        }
+    }
+
+    /// The revocation that applies to `token` at `now_unix`, if any. A leaked key is reported
+    /// first because it is the broadest; then the single token; then the subject.
+    pub fn check(&self, token: &VerifiedToken, now_unix: i64) -> Option<Revocation> {
+        if let Some(kid) = token.kid.as_deref() {
+            if lookup(&self.keys, &token.provider, kid).is_some_and(|&e| live(e, now_unix)) {
+                return Some(Revocation::Key);
+            }
+        }
+        if let Some(jti) = token.jti.as_deref() {
+            if lookup(&self.tokens, &token.issuer, jti).is_some_and(|&e| live(e, now_unix)) {
+                return Some(Revocation::Token);
+            }
+        }
+        let subject = token.subject.as_deref()?;
+        let rules = lookup(&self.subjects, &token.issuer, subject)?;
+        let mut found = None;
+        for rule in rules.iter().filter(|r| live(r.expires, now_unix)) {
+            match rule.issued_before {
+                None => return Some(Revocation::Subject),
+                // Without `iat` nothing shows the token postdates the cut-off, so it is revoked.
+                Some(cutoff) if token.issued_at.is_none_or(|iat| iat < cutoff) => {
+                    found = Some(Revocation::SubjectIssuedBefore);
+                }
+                Some(_) => {}
+            }
+        }
+        found
+    }
+}
+
+fn lookup<'a, V>(map: &'a Scoped<V>, scope: &str, id: &str) -> Option<&'a V> {
+    map.get(scope)?.get(id)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DenylistFile {
+    #[serde(default)]
+    token: Vec<TokenSection>,
+    #[serde(default)]
+    subject: Vec<SubjectSection>,
+    #[serde(default)]
+    key: Vec<KeySection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenSection {
+    issuer: Spanned<String>,
+    jti: Spanned<String>,
+    expires: Option<Spanned<toml::Value>>,
+    // Accepted so operators can say why; read by humans only.
+    #[allow(dead_code)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubjectSection {
+    issuer: Spanned<String>,
+    subject: Spanned<String>,
+    issued_before: Option<Spanned<toml::Value>>,
+    expires: Option<Spanned<toml::Value>>,
+    #[allow(dead_code)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeySection {
+    provider: Spanned<String>,
+    kid: Spanned<String>,
+    expires: Option<Spanned<toml::Value>>,
+    #[allow(dead_code)]
+    reason: Option<String>,
+}
+
+struct Builder<'a> {
+    locator: &'a Locator<'a>,
+    errors: Vec<ConfigError>,
+    list: Denylist,
+}
+
+impl Builder<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.errors.push(self.locator.error_at(span.start, message));
+    }
+
+    fn name(&mut self, value: &Spanned<String>, key: &str) -> Option<Box<str>> {
+        if value.get_ref().is_empty() {
+            self.error(value.span(), format!("`{key}` must not be empty"));
+            None
+        } else {
+            Some(value.get_ref().as_str().into())
+        }
+    }
+
+    /// `Err` when the value was present but wrong (already reported).
+    fn time(&mut self, value: Option<&Spanned<toml::Value>>, key: &str) -> Result<Option<i64>, ()> {
+        let Some(value) = value else { return Ok(None) };
+        let result = match value.get_ref() {
+            toml::Value::Integer(secs) => Ok(*secs),
+            toml::Value::Datetime(dt) => unix_seconds(dt),
+            other => Err(format!(
+                "expected an offset datetime (unquoted, e.g. 2026-12-01T00:00:00Z) or integer unix \
+                 seconds, found {}",
+                other.type_str()
+            )),
+        };
+        match result {
+            Ok(secs) => Ok(Some(secs)),
+            Err(message) => {
+                self.error(value.span(), format!("`{key}`: {message}"));
+                Err(())
+            }
+        }
+    }
+
+    fn token(&mut self, entry: &TokenSection) {
+        let issuer = self.name(&entry.issuer, "issuer");
+        let jti = self.name(&entry.jti, "jti");
+        let expires = self.time(entry.expires.as_ref(), "expires");
+        if let (Some(issuer), Some(jti), Ok(expires)) = (issuer, jti, expires) {
+            insert_merged(
+                &mut self.list.tokens,
+                &mut self.list.len,
+                issuer,
+                jti,
+                expires,
+            );
+        }
+    }
+
+    fn key(&mut self, entry: &KeySection) {
+        let provider = self.name(&entry.provider, "provider");
+        let kid = self.name(&entry.kid, "kid");
+        let expires = self.time(entry.expires.as_ref(), "expires");
+        if let (Some(provider), Some(kid), Ok(expires)) = (provider, kid, expires) {
+            insert_merged(
+                &mut self.list.keys,
+                &mut self.list.len,
+                provider,
+                kid,
+                expires,
+            );
+        }
+    }
+
+    fn subject(&mut self, entry: &SubjectSection) {
+        let issuer = self.name(&entry.issuer, "issuer");
+        let subject = self.name(&entry.subject, "subject");
+        let issued_before = self.time(entry.issued_before.as_ref(), "issued_before");
+        let expires = self.time(entry.expires.as_ref(), "expires");
+        let (Some(issuer), Some(subject), Ok(issued_before), Ok(expires)) =
+            (issuer, subject, issued_before, expires)
+        else {
+            return;
+        };
+        let rules = self
+            .list
+            .subjects
+            .entry(issuer)
+            .or_default()
+            .entry(subject)
+            .or_default();
+        match rules.iter_mut().find(|r| r.issued_before == issued_before) {
+            Some(rule) => rule.expires = merge_expires(rule.expires, expires),
+            None => {
+                rules.push(SubjectRule {
+                    issued_before,
+                    expires,
+                });
+                self.list.len += 1;
+            }
+        }
+    }
+}
+
+fn insert_merged(
+    map: &mut Scoped<Expires>,
+    len: &mut usize,
+    scope: Box<str>,
+    id: Box<str>,
+    expires: Expires,
+) {
+    let inner = map.entry(scope).or_default();
+    match inner.get_mut(&id) {
+        Some(existing) => *existing = merge_expires(*existing, expires),
+        None => {
+            inner.insert(id, expires);
+            *len += 1;
+        }
+    }
+}
+
+/// Unix seconds of an offset datetime. Fractional seconds round up: for `issued_before` that
+/// revokes exactly the integer `iat`s below the instant, for `expires` it never shortens an entry.
+fn unix_seconds(dt: &Datetime) -> Result<i64, String> {
+    let (Some(date), Some(time)) = (dt.date, dt.time) else {
+        return Err(format!(
+            "`{dt}` is not a full datetime; write a date, a time and an offset, e.g. \
+             2026-12-01T00:00:00Z"
+        ));
+    };
+    let offset_minutes = match dt.offset {
+        Some(Offset::Z) => 0,
+        Some(Offset::Custom { minutes }) => i64::from(minutes),
+        None => {
+            return Err(format!(
+                "`{dt}` has no offset; add `Z` or `+hh:mm`, since a local time is ambiguous"
+            ))
+        }
+    };
+    let days = days_from_civil(
+        i64::from(date.year),
+        i64::from(date.month),
+        i64::from(date.day),
+    );
+    let local = days * 86_400
+        + i64::from(time.hour) * 3_600
+        + i64::from(time.minute) * 60
+        + i64::from(time.second)
+        + i64::from(time.nanosecond > 0);
+    Ok(local - offset_minutes * 60)
+}
+
+/// Days since 1970-01-01 in the proleptic Gregorian calendar (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+// ---------------------------------------------------------------------------------------------
+// The live list.
+
+/// What a stat of the file showed; a change in either field triggers a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+    })
+}
+
+/// The live list, replaced whole on reload; a bad file keeps the previous list in force.
+#[derive(Debug)]
+pub struct DenylistWatch {
+    path: PathBuf,
+    list: ArcSwap<Denylist>,
+    /// What the file looked like at the last load attempt, good or bad, so a bad file is
+    /// reported once rather than on every poll.
+    seen: Mutex<Option<Stamp>>,
+}
+
+impl DenylistWatch {
+    /// `initial` should have just been loaded from `path`: the file's current metadata is taken
+    /// as what `initial` reflects.
+    pub fn new(path: PathBuf, initial: Denylist) -> Arc<Self> {
+        let seen = Mutex::new(stamp(&path));
+        Arc::new(Self {
+            path,
+            list: ArcSwap::from_pointee(initial),
+            seen,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The list in force; a lock-free load, cheap enough for every request.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Denylist>> {
+        self.list.load()
+    }
+
+    /// Re-reads the file now. On error the previous list stays in force and the errors are
+    /// returned for the caller to report; this function does not log.
+    pub fn reload_now(&self) -> Result<usize, ConfigErrors> {
+        // Stat before reading: a write landing between the two then shows up as a change on the
+        // next poll instead of being marked as already seen.
+        let before = stamp(&self.path);
+        let result = Denylist::load(&self.path);
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = before;
+        let list = result?;
+        let len = list.len();
+        self.list.store(Arc::new(list));
+        Ok(len)
+    }
+
+    /// Reloads if the file's mtime or length changed since the last attempt; `None` if unchanged.
+    fn poll(&self) -> Option<Result<usize, ConfigErrors>> {
+        let now = stamp(&self.path);
+        let unchanged = *self.seen.lock().unwrap_or_else(|p| p.into_inner()) == now;
+        if unchanged {
+            None
+        } else {
+            Some(self.reload_now())
+        }
+    }
+
+    /// Polls the file's metadata every `interval`, re-stating by path so atomic renames are seen,
+    /// and swaps in the new list when it loads. The task holds only a `Weak`, so it ends by itself
+    /// once every other owner of the watch has dropped it.
+    pub fn spawn_watcher(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        // tokio::time::interval panics on zero.
+        let interval = interval.max(Duration::from_millis(1));
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await; // the first tick is immediate; the initial list is current
+            loop {
+                ticker.tick().await;
+                let Some(watch) = weak.upgrade() else { return };
+                let path = watch.path.clone();
+                // stat and read are blocking file I/O; keep them off the async workers.
+                let outcome = tokio::task::spawn_blocking(move || watch.poll()).await;
+                match outcome {
+                    Ok(None) => {}
+                    Ok(Some(Ok(entries))) => {
+                        tracing::info!(path = %path.display(), entries, "denylist reloaded");
+                    }
+                    Ok(Some(Err(errors))) => {
+                        tracing::error!(
+                            path = %path.display(),
+                            errors = %errors,
+                            "denylist file rejected; the previous list stays in force"
+                        );
+                    }
+                    Err(join_error) => {
+                        tracing::error!(
+                            path = %path.display(),
+                            error = %join_error,
+                            "denylist reload task failed; the previous list stays in force"
+                        );
+                    }
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::Map;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const ISS: &str = "https://idp.example.com/";
+    const NOW: i64 = 1_780_000_000;
+
+    fn token() -> VerifiedToken {
+        VerifiedToken {
+            provider: Arc::from("main"),
+            issuer: Arc::from(ISS),
+            subject: Some("user-123".to_string()),
+            jti: Some("jti-1".to_string()),
+            kid: Some("k1".to_string()),
+            issued_at: Some(NOW - 60),
+            expires_at: Some(NOW + 3600),
+            not_before: None,
+            claims: Arc::new(Map::new()),
+        }
+    }
+
+    fn parse(text: &str) -> Denylist {
+        Denylist::parse(Path::new("deny.toml"), text).expect("valid denylist")
+    }
+
+    fn parse_err(text: &str) -> Vec<ConfigError> {
+        Denylist::parse(Path::new("deny.toml"), text)
+            .expect_err("invalid denylist")
+            .0
+    }
+
+    #[test]
+    fn empty_file_is_empty_list() {
+        let list = parse("");
+        assert!(list.is_empty());
+        assert_eq!(list.check(&token(), NOW), None);
+        assert!(Denylist::empty().is_empty());
+    }
+
+    #[test]
+    fn reasons_are_stable() {
+        assert_eq!(Revocation::Token.reason(), "revoked_token");
+        assert_eq!(Revocation::Subject.reason(), "revoked_subject");
+        assert_eq!(Revocation::SubjectIssuedBefore.reason(), "revoked_session");
+        assert_eq!(Revocation::Key.reason(), "revoked_key");
+    }
+
+    #[test]
+    fn token_entry_hits_and_misses() {
+        let list = parse(&format!("[[token]]\nissuer = \"{ISS}\"\njti = \"jti-1\"\n"));
+        assert_eq!(list.len(), 1);
+        assert_eq!(list.check(&token(), NOW), Some(Revocation::Token));
+
+        let other_jti = VerifiedToken {
+            jti: Some("jti-2".into()),
+            ..token()
+        };
+        assert_eq!(list.check(&other_jti, NOW), None);
+        let no_jti = VerifiedToken {
+            jti: None,
+            ..token()
+        };
+        assert_eq!(list.check(&no_jti, NOW), None);
+        let other_issuer = VerifiedToken {
+            issuer: Arc::from("https://other.example.com/"),
+            ..token()
+        };
+        assert_eq!(list.check(&other_issuer, NOW), None);
+        // Issuers are compared exactly.
+        let no_slash = VerifiedToken {
+            issuer: Arc::from("https://idp.example.com"),
+            ..token()
+        };
+        assert_eq!(list.check(&no_slash, NOW), None);
+    }
+
+    #[test]
+    fn subject_entry_hits_and_misses() {
+        let list = parse(&format!(
+            "[[subject]]\nissuer = \"{ISS}\"\nsubject = \"user-123\"\nreason = \"fired\"\n"
+        ));
+        assert_eq!(list.check(&token(), NOW), Some(Revocation::Subject));
+        let no_iat = VerifiedToken {
+            issued_at: None,
+            ..token()
+        };
+        assert_eq!(list.check(&no_iat, NOW), Some(Revocation::Subject));
+        let other_subject = VerifiedToken {
+            subject: Some("user-456".into()),
+            ..token()
+        };
+        assert_eq!(list.check(&other_subject, NOW), None);
+        let no_subject = VerifiedToken {
+            subject: None,
+            ..token()
+        };
+        assert_eq!(list.check(&no_subject, NOW), None);
+        let other_issuer = VerifiedToken {
+            issuer: Arc::from("https://other.example.com/"),
+            ..token()
+        };
+        assert_eq!(list.check(&other_issuer, NOW), None);
+    }
+
+    #[test]
+    fn key_entry_hits_and_misses() {
+        let list = parse("[[key]]\nprovider = \"main\"\nkid = \"k1\"\n");
+        assert_eq!(list.check(&token(), NOW), Some(Revocation::Key));
+        let other_provider = VerifiedToken {
+            provider: Arc::from("partner"),
+            ..token()
+        };
+        assert_eq!(list.check(&other_provider, NOW), None);
+        let other_kid = VerifiedToken {
+            kid: Some("k2".into()),
+            ..token()
+        };
+        assert_eq!(list.check(&other_kid, NOW), None);
+        let no_kid = VerifiedToken {
+            kid: None,
+            ..token()
+        };
+        assert_eq!(list.check(&no_kid, NOW), None);
+    }
+
+    #[test]
+    fn issued_before_boundary() {
+        // 2026-01-01T00:00:00Z
+        let cutoff = 1_767_225_600;
+        let list = parse(&format!(
+            "[[subject]]\nissuer = \"{ISS}\"\nsubject = \"user-123\"\n\
+             issued_before = 2026-01-01T00:00:00Z\n"
+        ));
+        let at = |iat: Option<i64>| VerifiedToken {
+            issued_at: iat,
+            ..token()
+        };
+        assert_eq!(list.check(&at(Some(cutoff)), NOW), None);
+        assert_eq!(list.check(&at(Some(cutoff + 1)), NOW), None);
+        assert_eq!(
+            list.check(&at(Some(cutoff - 1)), NOW),
+            Some(Revocation::SubjectIssuedBefore)
+        );
+        assert_eq!(
+            list.check(&at(None), NOW),
+            Some(Revocation::SubjectIssuedBefore)
+        );
+    }
+
+    #[test]
+    fn strictest_subject_entry_wins() {
+        let t = 1_767_225_600;
+        let list = parse(&format!(
+            "[[subject]]\nissuer = \"{ISS}\"\nsubject = \"user-123\"\nissued_before = {t}\n\
+             [[subject]]\nissuer = \"{ISS}\"\nsubject = \"user-123\"\nissued_before = {}\n",
+            t + 100
+        ));
+        assert_eq!(list.len(), 2);
+        let at = |iat: i64| VerifiedToken {
+            issued_at: Some(iat),
+            ..token()
+        };
+        assert_eq!(
+            list.check(&at(t + 50), NOW),
+            Some(Revocation::SubjectIssuedBefore)
+        );
+        assert_eq!(list.check(&at(t + 100), NOW), None);
+
+        let with_unconditional = parse(&format!(
+            "[[subject]]\nissuer = \"{ISS}\"\nsubject = \"user-123\"\nissued_before = {t}\n\
+             [[subject]]\nissuer = \"{ISS}\"\nsubject = \"user-123\"\n"
+        ));
+        assert_eq!(
+            with_unconditional.check(&at(t - 1), NOW),
+            Some(Revocation::Subject)
+        );
+        assert_eq!(
+            with_unconditional.check(&at(t + 1), NOW),
+            Some(Revocation::Subject)
+        );
+
+        // An expired unconditional entry must not hide a live issued_before one.
+        let expired_unconditional = parse(&format!(
+            "[[subject]]\nissuer = \"{ISS}\"\nsubject = \"user-123\"\nexpires = {}\n\
+             [[subject]]\nissuer = \"{ISS}\"\nsubject = \"user-123\"\nissued_before = {t}\n",
+            NOW - 1
+        ));
+        assert_eq!(
+            expired_unconditional.check(&at(t - 1), NOW),
+            Some(Revocation::SubjectIssuedBefore)
+        );
+        assert_eq!(expired_unconditional.check(&at(t), NOW), None);
+    }
+
+    #[test]
+    fn expiry_is_honoured() {
+        for kind in [
+            format!("[[token]]\nissuer = \"{ISS}\"\njti = \"jti-1\"\n"),
+            format!("[[subject]]\nissuer = \"{ISS}\"\nsubject = \"user-123\"\n"),
+            "[[key]]\nprovider = \"main\"\nkid = \"k1\"\n".to_string(),
+        ] {
+            let expired = parse(&format!("{kind}expires = {}\n", NOW - 1));
+            assert_eq!(expired.check(&token(), NOW), None, "{kind}");
+            assert_eq!(expired.len(), 1, "an expired entry is kept, only skipped");
+            let until_now = parse(&format!("{kind}expires = {NOW}\n"));
+            assert!(until_now.check(&token(), NOW).is_some(), "{kind}");
+            let future = parse(&format!("{kind}expires = {}\n", NOW + 1));
+            assert!(future.check(&token(), NOW).is_some(), "{kind}");
+            assert_eq!(future.check(&token(), NOW + 2), None, "{kind}");
+        }
+    }
+
+    #[test]
+    fn datetime_and_integer_expires_agree() {
+        let t = 1_767_225_600; // 2026-01-01T00:00:00Z
+        for expires in [
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T01:00:00+01:00",
+            "2025-12-31T19:30:00-04:30",
+            "2026-01-01 00:00:00Z",
+            "1767225600",
+        ] {
+            let list = parse(&format!(
+                "[[token]]\nissuer = \"{ISS}\"\njti = \"jti-1\"\nexpires = {expires}\n"
+            ));
+            assert_eq!(
+                list.check(&token(), t),
+                Some(Revocation::Token),
+                "{expires}"
+            );
+            assert_eq!(list.check(&token(), t + 1), None, "{expires}");
+        }
+    }
+
+    #[test]
+    fn civil_conversion() {
+        let dt = |s: &str| unix_seconds(&s.parse::<Datetime>().unwrap()).unwrap();
+        assert_eq!(dt("1970-01-01T00:00:00Z"), 0);
+        assert_eq!(dt("1969-12-31T23:59:59Z"), -1);
+        assert_eq!(dt("2000-02-29T12:00:00Z"), 951_825_600);
+        assert_eq!(dt("2026-11-24T10:00:00Z"), 1_795_514_400);
+        assert_eq!(dt("2026-01-01T01:00:00+01:00"), dt("2026-01-01T00:00:00Z"));
+        // Fractions round up.
+        assert_eq!(dt("1970-01-01T00:00:00.5Z"), 1);
+    }
+
+    #[test]
+    fn duplicates_merge_to_longest_expiry() {
+        let list = parse(&format!(
+            "[[token]]\nissuer = \"{ISS}\"\njti = \"jti-1\"\nexpires = {}\n\
+             [[token]]\nissuer = \"{ISS}\"\njti = \"jti-1\"\nexpires = {}\n\
+             [[token]]\nissuer = \"{ISS}\"\njti = \"jti-1\"\nexpires = {}\n",
+            NOW - 10,
+            NOW + 10,
+            NOW
+        ));
+        assert_eq!(list.len(), 1);
+        assert_eq!(list.check(&token(), NOW + 5), Some(Revocation::Token));
+    }
+
+    #[test]
+    fn bad_files_are_located() {
+        let unknown = parse_err("[[token]]\nissuer = \"x\"\njti = \"y\"\nexpiry = 5\n");
+        assert_eq!(unknown.len(), 1);
+        assert_eq!(unknown[0].line, 4, "{unknown:?}");
+        assert!(unknown[0].message.contains("expiry"), "{unknown:?}");
+
+        let unknown_table = parse_err("[[tokens]]\nissuer = \"x\"\n");
+        assert_eq!(unknown_table[0].line, 1, "{unknown_table:?}");
+
+        let local = parse_err(
+            "[[subject]]\nissuer = \"x\"\nsubject = \"y\"\nissued_before = 2026-01-01T00:00:00\n",
+        );
+        assert_eq!(local.len(), 1);
+        assert_eq!((local[0].line, local[0].column), (4, 17), "{local:?}");
+        assert!(local[0].message.contains("offset"), "{local:?}");
+
+        let date_only =
+            parse_err("[[key]]\nprovider = \"main\"\nkid = \"k\"\nexpires = 2026-01-01\n");
+        assert_eq!(date_only[0].line, 4, "{date_only:?}");
+
+        let quoted = parse_err(
+            "[[key]]\nprovider = \"main\"\nkid = \"k\"\nexpires = \"2026-01-01T00:00:00Z\"\n",
+        );
+        assert_eq!(quoted[0].line, 4, "{quoted:?}");
+
+        let empty_jti = parse_err("[[token]]\nissuer = \"x\"\njti = \"\"\n");
+        assert_eq!(empty_jti.len(), 1);
+        assert_eq!((empty_jti[0].line, empty_jti[0].column), (3, 7));
+        assert_eq!(empty_jti[0].file, Path::new("deny.toml"));
+
+        let bad_toml = parse_err("[[token]]\nissuer = \"x\"\njti = \n");
+        assert_eq!(bad_toml[0].line, 3, "{bad_toml:?}");
+
+        let missing = parse_err("[[token]]\nissuer = \"x\"\n");
+        assert!(missing[0].message.contains("jti"), "{missing:?}");
+    }
+
+    #[test]
+    fn all_semantic_errors_are_collected() {
+        let errors = parse_err(
+            "[[token]]\nissuer = \"\"\njti = \"\"\n\
+             [[key]]\nprovider = \"main\"\nkid = \"\"\nexpires = 2026-01-01T00:00:00\n",
+        );
+        let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![2, 3, 6, 7], "{errors:?}");
+    }
+
+    #[test]
+    fn load_reports_unreadable_file() {
+        let path = temp_dir("unreadable").join("missing.toml");
+        let errors = Denylist::load(&path).expect_err("missing file").0;
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, 0);
+        assert_eq!(errors[0].file, path);
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "authgate-denylist-{}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            name
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        dir
+    }
+
+    /// Writes by rename, as editors and config tools do, so the path gets a new inode.
+    fn replace(path: &Path, text: &str) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("write temp file");
+        std::fs::rename(&tmp, path).expect("rename into place");
+    }
+
+    const ONE: &str = "[[token]]\nissuer = \"x\"\njti = \"a\"\n";
+    const TWO: &str =
+        "[[token]]\nissuer = \"x\"\njti = \"a\"\n[[key]]\nprovider = \"p\"\nkid = \"k\"\n";
+
+    #[test]
+    fn reload_now_keeps_old_list_on_error() {
+        let dir = temp_dir("reload");
+        let path = dir.join("deny.toml");
+        replace(&path, ONE);
+        let watch = DenylistWatch::new(path.clone(), Denylist::load(&path).expect("load"));
+        assert_eq!(watch.current().len(), 1);
+
+        replace(&path, "[[token]]\nissuer = \"x\"\njti = \"\"\n");
+        let errors = watch.reload_now().expect_err("bad file").0;
+        assert_eq!(errors[0].line, 3);
+        assert_eq!(watch.current().len(), 1);
+
+        std::fs::remove_file(&path).expect("remove");
+        assert!(watch.reload_now().is_err());
+        assert_eq!(watch.current().len(), 1);
+
+        replace(&path, TWO);
+        assert_eq!(watch.reload_now().expect("good file"), 2);
+        assert_eq!(watch.current().len(), 2);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    async fn wait_for_len(watch: &DenylistWatch, len: usize) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            if watch.current().len() == len {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn watcher_picks_up_rewritten_file() {
+        let dir = temp_dir("watch");
+        let path = dir.join("deny.toml");
+        replace(&path, ONE);
+        let watch = DenylistWatch::new(path.clone(), Denylist::load(&path).expect("load"));
+        let handle = watch.spawn_watcher(Duration::from_millis(50));
+
+        replace(&path, TWO);
+        assert!(wait_for_len(&watch, 2).await, "new file not picked up");
+
+        // A bad file is logged and ignored; the next good one is picked up again.
+        replace(&path, "[[token]]\nissuer = \"x\"\njti = \"\"\n# padding\n");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(watch.current().len(), 2);
+        replace(&path, ONE);
+        assert!(wait_for_len(&watch, 1).await, "recovery not picked up");
+
+        // The watcher ends once nobody else holds the watch.
+        drop(watch);
+        tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .expect("watcher stops after the watch is dropped")
+            .expect("watcher task did not panic");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -33,6 +33,20 @@ pub enum GatewayError {
     UpstreamFailed {
         detail: String,
     },
+    /// A route that requires authentication got no credential.
+    MissingCredential,
+    /// The credential cannot be read without guessing (RFC 6750 `invalid_request`).
+    InvalidRequest { reason: &'static str },
+    /// The token is invalid, expired, revoked, or unusable (RFC 6750 `invalid_token`).
+    InvalidToken {
+        reason: &'static str,
+        description: &'static str,
+        claim: Option<&'static str>,
+    },
+    /// The token is valid but the route's policy refuses it (RFC 6750 `insufficient_scope`).
+    Forbidden { reason: &'static str, scopes: Vec<String> },
+    /// No usable keys (IdP down, or an unknown kid whose refetch failed): retry, don't discard.
+    KeysUnavailable,
 }
 
 /// How the client wants errors shaped.
@@ -66,7 +80,9 @@ mod grpc_code {
     pub const INVALID_ARGUMENT: u32 = 3;
     pub const DEADLINE_EXCEEDED: u32 = 4;
     pub const UNIMPLEMENTED: u32 = 12;
+    pub const PERMISSION_DENIED: u32 = 7;
     pub const UNAVAILABLE: u32 = 14;
+    pub const UNAUTHENTICATED: u32 = 16;
 }
 
 impl GatewayError {
@@ -82,6 +98,10 @@ impl GatewayError {
             GatewayError::UpstreamConnectTimeout | GatewayError::UpstreamTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
+            GatewayError::MissingCredential | GatewayError::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            GatewayError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -96,6 +116,11 @@ impl GatewayError {
             GatewayError::UpstreamConnectTimeout => "upstream_connect_timeout",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamFailed { .. } => "upstream_failed",
+            GatewayError::MissingCredential => "missing_credential",
+            GatewayError::InvalidRequest { reason } => reason,
+            GatewayError::InvalidToken { reason, .. } => reason,
+            GatewayError::Forbidden { reason, .. } => reason,
+            GatewayError::KeysUnavailable => "keys_unavailable",
         }
     }
 
@@ -109,6 +134,7 @@ impl GatewayError {
         match self {
             GatewayError::UpstreamUnreachable { detail }
             | GatewayError::UpstreamFailed { detail } => Some(detail),
+            GatewayError::InvalidToken { claim, .. } => *claim,
             _ => None,
         }
     }
@@ -125,10 +151,32 @@ impl GatewayError {
             GatewayError::UpstreamConnectTimeout | GatewayError::UpstreamTimeout => {
                 grpc_code::DEADLINE_EXCEEDED
             }
+            GatewayError::MissingCredential | GatewayError::InvalidToken { .. } => grpc_code::UNAUTHENTICATED,
+            GatewayError::InvalidRequest { .. } => grpc_code::INVALID_ARGUMENT,
+            GatewayError::Forbidden { .. } => grpc_code::PERMISSION_DENIED,
+            GatewayError::KeysUnavailable => grpc_code::UNAVAILABLE,
         }
     }
 
-    pub fn into_response(self, flavor: ErrorFlavor) -> Response<Body> {
+    /// The RFC 6750 challenge for errors about the credential; `realm` is from config.
+    fn challenge(&self, realm: &str) -> Option<String> {
+        let realm: String = realm.chars().filter(|c| *c != '"' && *c != '\\').collect();
+        let error = match self {
+            GatewayError::MissingCredential => return Some(format!("Bearer realm=\"{realm}\"")),
+            GatewayError::InvalidRequest { .. } => "error=\"invalid_request\"".to_string(),
+            GatewayError::InvalidToken { description, .. } => {
+                format!("error=\"invalid_token\", error_description=\"{description}\"")
+            }
+            GatewayError::Forbidden { scopes, .. } if !scopes.is_empty() => {
+                format!("error=\"insufficient_scope\", scope=\"{}\"", scopes.join(" "))
+            }
+            GatewayError::Forbidden { .. } => "error=\"insufficient_scope\"".to_string(),
+            _ => return None,
+        };
+        Some(format!("Bearer realm=\"{realm}\", {error}"))
+    }
+
+    pub fn into_response(self, flavor: ErrorFlavor, realm: &str) -> Response<Body> {
         let reason = self.reason();
         if flavor == ErrorFlavor::Grpc {
             // A gRPC error is a "trailers-only" response: HTTP 200 with the status in headers.
@@ -165,6 +213,12 @@ impl GatewayError {
             if let Ok(value) = HeaderValue::from_str(&list) {
                 headers.insert(header::ALLOW, value);
             }
+        }
+        if let Some(challenge) = self.challenge(realm).and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if matches!(self, GatewayError::KeysUnavailable) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         if matches!(self, GatewayError::RequestBodyTimeout) {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -407,6 +407,7 @@ mod tests {
             response_timeout: Duration::from_secs(1),
             ca_bundle: None,
             path_rules: PathRules::default(),
+            auth: Default::default(),
         }
     }
 

@@ -1,8 +1,8 @@
 //! THE pipeline. [`handle`] runs the steps in the order a request meets them and turns any
 //! error into a response in one place (`error.rs`), logging the outcome once.
 //!
-//! listen → route → forward; the authentication steps (credential → verify → denylist → policy
-//! → identity) slot in between route and forward. No step answers the client itself.
+//! listen → route → credential → verify → denylist → policy → identity → forward.
+//! No step answers the client itself.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,8 +11,11 @@ use http::{header, Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::body::Body;
+use crate::config::file::AuthMode;
+use crate::credential::{self, Credential, Source};
 use crate::error::{ErrorFlavor, GatewayError};
 use crate::forward::{self, Outbound, PeerInfo};
+use crate::jwt::{now_unix, VerifiedToken, VerifyError};
 use crate::path;
 use crate::route::RouteMiss;
 use crate::state::{SharedState, Snapshot};
@@ -21,6 +24,7 @@ use crate::state::{SharedState, Snapshot};
 #[derive(Default)]
 struct Trace {
     route: Option<Arc<str>>,
+    provider: Option<Arc<str>>,
 }
 
 pub async fn handle(
@@ -38,10 +42,11 @@ pub async fn handle(
     let mut trace = Trace::default();
     let outcome = pipeline(&snapshot, req, peer, &mut trace).await;
     let route = trace.route.as_deref().unwrap_or("-");
+    let provider = trace.provider.as_deref().unwrap_or("-");
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match outcome {
         Ok(response) => {
-            tracing::info!(target: "authgate::access", %method, path = %logged_path, ?version, route, %client_ip,
+            tracing::info!(target: "authgate::access", %method, path = %logged_path, ?version, route, provider, %client_ip,
                 status = response.status().as_u16(), elapsed_ms, "request");
             response
         }
@@ -50,13 +55,13 @@ pub async fn handle(
             let reason = error.reason();
             let detail = error.detail().unwrap_or("");
             if error.is_server_side() {
-                tracing::warn!(target: "authgate::access", %method, path = %logged_path, ?version, route, %client_ip,
+                tracing::warn!(target: "authgate::access", %method, path = %logged_path, ?version, route, provider, %client_ip,
                     status, reason, detail, elapsed_ms, "request failed");
             } else {
-                tracing::info!(target: "authgate::access", %method, path = %logged_path, ?version, route, %client_ip,
-                    status, reason, elapsed_ms, "request refused");
+                tracing::info!(target: "authgate::access", %method, path = %logged_path, ?version, route, provider, %client_ip,
+                    status, reason, detail, elapsed_ms, "request refused");
             }
-            error.into_response(flavor)
+            error.into_response(flavor, &snapshot.realm)
         }
     }
 }
@@ -109,7 +114,35 @@ async fn pipeline(
             return Err(GatewayError::BadRequest { reason });
         }
     }
+    // Hop-by-hop first, so `Connection: x-auth-subject` cannot remove an injected header.
     forward::strip_hop_by_hop(req.headers_mut());
+    snapshot.identity.strip(req.headers_mut());
+    let credential = match route.auth.mode {
+        AuthMode::Public => None,
+        AuthMode::Optional | AuthMode::Required => credential::extract(req.headers())
+            .map_err(|e| GatewayError::InvalidRequest { reason: e.reason() })?,
+    };
+    let token = match &credential {
+        Some(credential) => Some(authenticate(snapshot, index, credential, trace).await?),
+        None if route.auth.mode == AuthMode::Required => return Err(GatewayError::MissingCredential),
+        None => None,
+    };
+    if let Some(token) = &token {
+        route.auth.policy.check(token).map_err(|denied| GatewayError::Forbidden {
+            reason: denied.reason,
+            scopes: denied.required_scopes,
+        })?;
+        snapshot.identity.inject(req.headers_mut(), token).map_err(|e| GatewayError::InvalidToken {
+            reason: e.reason(),
+            description: "The access token carries a claim that cannot be forwarded",
+            claim: None,
+        })?;
+    }
+    if !route.auth.forward_authorization
+        && credential.as_ref().is_some_and(|c| c.source == Source::AuthorizationHeader)
+    {
+        req.headers_mut().remove(http::header::AUTHORIZATION);
+    }
     let outbound = Outbound {
         route,
         client: &snapshot.clients[index],
@@ -119,6 +152,39 @@ async fn pipeline(
         original_host: host.as_ref().map(|h| h.original.as_str()),
     };
     forward::send(outbound, req).await
+}
+
+/// verify → denylist: a token that is valid for this route and not revoked.
+async fn authenticate(
+    snapshot: &Snapshot,
+    route_index: usize,
+    credential: &Credential,
+    trace: &mut Trace,
+) -> Result<Arc<VerifiedToken>, GatewayError> {
+    let accepted = &snapshot.accepted[route_index];
+    let token = snapshot
+        .verifier
+        .verify(&credential.token, accepted)
+        .await
+        .map_err(|error| match error {
+            VerifyError::KeysUnavailable => GatewayError::KeysUnavailable,
+            VerifyError::Token(error) => GatewayError::InvalidToken {
+                reason: error.reason(),
+                description: error.description(),
+                claim: error.claim(),
+            },
+        })?;
+    trace.provider = Some(token.provider.clone());
+    if let Some(denylist) = &snapshot.denylist {
+        if let Some(revocation) = denylist.current().check(&token, now_unix()) {
+            return Err(GatewayError::InvalidToken {
+                reason: revocation.reason(),
+                description: "The access token has been revoked",
+                claim: None,
+            });
+        }
+    }
+    Ok(token)
 }
 
 /// The host the client addressed: `:authority` / absolute-form, else the single `Host` header.

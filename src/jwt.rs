@@ -26,3 +26,528 @@ pub struct VerifiedToken {
     /// Every claim, for policy and identity headers.
     pub claims: Arc<Map<String, Value>>,
 }
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::Algorithm;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::jwks::{JwksCache, KeyError, KeySet, VerifyKey};
+
+/// Why a token was refused. Each maps to one stable `reason` and one fixed description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    Malformed,
+    TooLarge,
+    DuplicateMember,
+    AlgNone,
+    AlgorithmNotAllowed,
+    UnsupportedCrit,
+    UnknownIssuer,
+    ProviderNotAccepted,
+    TypMismatch,
+    UnknownKid,
+    MissingKid,
+    KeyMismatch,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    MissingClaim(&'static str),
+    InvalidClaimType(&'static str),
+    AudienceMismatch,
+    MissingRequiredClaim,
+}
+
+impl TokenError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenError::Malformed => "malformed_token",
+            TokenError::TooLarge => "token_too_large",
+            TokenError::DuplicateMember => "duplicate_member",
+            TokenError::AlgNone => "alg_none",
+            TokenError::AlgorithmNotAllowed => "algorithm_not_allowed",
+            TokenError::UnsupportedCrit => "unsupported_crit",
+            TokenError::UnknownIssuer => "unknown_issuer",
+            TokenError::ProviderNotAccepted => "provider_not_accepted",
+            TokenError::TypMismatch => "typ_mismatch",
+            TokenError::UnknownKid => "unknown_kid",
+            TokenError::MissingKid => "missing_kid",
+            TokenError::KeyMismatch => "key_mismatch",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::Expired => "token_expired",
+            TokenError::NotYetValid => "token_not_yet_valid",
+            TokenError::IssuedInFuture => "issued_in_future",
+            TokenError::MissingClaim(_) | TokenError::MissingRequiredClaim => "missing_claim",
+            TokenError::InvalidClaimType(_) => "invalid_claim_type",
+            TokenError::AudienceMismatch => "audience_mismatch",
+        }
+    }
+
+    /// The RFC 6750 `error_description`: fixed, short, and free of token content.
+    pub fn description(self) -> &'static str {
+        match self {
+            TokenError::Expired => "The access token expired",
+            TokenError::NotYetValid | TokenError::IssuedInFuture => "The access token is not valid yet",
+            TokenError::AudienceMismatch => "The access token is not meant for this service",
+            TokenError::UnknownIssuer | TokenError::ProviderNotAccepted => "The access token issuer is not accepted here",
+            _ => "The access token is invalid",
+        }
+    }
+
+    /// The claim involved, for the log line.
+    pub fn claim(self) -> Option<&'static str> {
+        match self {
+            TokenError::MissingClaim(name) | TokenError::InvalidClaimType(name) => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// Why verification could not decide: keys were not available (a 503, not a 401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyError {
+    Token(TokenError),
+    KeysUnavailable,
+}
+
+impl From<TokenError> for VerifyError {
+    fn from(error: TokenError) -> Self {
+        VerifyError::Token(error)
+    }
+}
+
+/// Where a provider's keys come from.
+pub enum ProviderKeys {
+    Jwks(Arc<JwksCache>),
+    Secret(Arc<KeySet>),
+}
+
+/// A configured token issuer, validated.
+pub struct Provider {
+    pub name: Arc<str>,
+    pub issuer: Arc<str>,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub leeway: Duration,
+    pub required_claims: Vec<String>,
+    pub require_exp: bool,
+    /// Lower-case, without an `application/` prefix.
+    pub typ: Option<String>,
+    pub keys: ProviderKeys,
+    /// Changes whenever anything that decides validity changes; cached verifications of
+    /// another fingerprint are not trusted.
+    pub fingerprint: [u8; 32],
+}
+
+impl Provider {
+    async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerifyKey>, VerifyError> {
+        let selected = match &self.keys {
+            ProviderKeys::Secret(set) => match set.select(None, alg) {
+                crate::jwks::Selection::Found(key) => Ok(key),
+                _ => Err(KeyError::Mismatch),
+            },
+            ProviderKeys::Jwks(cache) => cache.key_for(kid, alg).await,
+        };
+        selected.map_err(|error| match error {
+            KeyError::UnknownKid => VerifyError::Token(TokenError::UnknownKid),
+            KeyError::MissingKid => VerifyError::Token(TokenError::MissingKid),
+            KeyError::Mismatch => VerifyError::Token(TokenError::KeyMismatch),
+            KeyError::Unavailable => VerifyError::KeysUnavailable,
+        })
+    }
+
+    fn still_has_key(&self, fingerprint: &[u8; 32]) -> bool {
+        match &self.keys {
+            ProviderKeys::Secret(set) => set.contains(fingerprint),
+            ProviderKeys::Jwks(cache) => cache.usable().is_some_and(|set| set.contains(fingerprint)),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        match &self.keys {
+            ProviderKeys::Secret(_) => true,
+            ProviderKeys::Jwks(cache) => cache.is_ready(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    token: Arc<VerifiedToken>,
+    provider_fingerprint: [u8; 32],
+    key_fingerprint: [u8; 32],
+    ttl: Duration,
+}
+
+/// The longest a verified token stays cached, even with a distant (or no) `exp`.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(300);
+
+struct CacheExpiry;
+
+impl moka::Expiry<[u8; 32], CachedToken> for CacheExpiry {
+    fn expire_after_create(&self, _key: &[u8; 32], value: &CachedToken, _created_at: std::time::Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Every provider, the issuer index, and the verified-token cache.
+pub struct Verifier {
+    providers: Vec<Arc<Provider>>,
+    by_issuer: HashMap<Arc<str>, usize>,
+    cache: moka::sync::Cache<[u8; 32], CachedToken>,
+    max_token_bytes: usize,
+}
+
+/// Which providers a route accepts, by index into the verifier's providers.
+pub type Accepted = [usize];
+
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Verifier {
+    pub fn new(providers: Vec<Arc<Provider>>, max_token_bytes: usize, cache_entries: u64) -> Self {
+        let by_issuer = providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.issuer.clone(), i))
+            .collect();
+        Verifier {
+            providers,
+            by_issuer,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(cache_entries)
+                .expire_after(CacheExpiry)
+                .build(),
+            max_token_bytes,
+        }
+    }
+
+    pub fn providers(&self) -> &[Arc<Provider>] {
+        &self.providers
+    }
+
+    pub fn provider_index(&self, name: &str) -> Option<usize> {
+        self.providers.iter().position(|p| &*p.name == name)
+    }
+
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
+    }
+
+    /// Verifies `token` for a route accepting `accepted` providers.
+    pub async fn verify(&self, token: &str, accepted: &Accepted) -> Result<Arc<VerifiedToken>, VerifyError> {
+        if token.len() > self.max_token_bytes {
+            return Err(TokenError::TooLarge.into());
+        }
+        let now = now_unix();
+        let cache_key = crate::jwks::sha256(&[token.as_bytes()]);
+        if let Some(hit) = self.cache.get(&cache_key) {
+            if let Some(index) = self.provider_index(&hit.token.provider) {
+                let provider = &self.providers[index];
+                if provider.fingerprint == hit.provider_fingerprint && provider.still_has_key(&hit.key_fingerprint) {
+                    if !accepted.contains(&index) {
+                        return Err(TokenError::ProviderNotAccepted.into());
+                    }
+                    check_times(provider, &hit.token, now)?;
+                    return Ok(hit.token);
+                }
+            }
+            self.cache.invalidate(&cache_key);
+        }
+        let (verified, provider_index, key) = self.verify_uncached(token, accepted, now).await?;
+        let provider = &self.providers[provider_index];
+        let leeway = i64::try_from(provider.leeway.as_secs()).unwrap_or(0);
+        let ttl = verified
+            .expires_at
+            .map_or(MAX_CACHE_TTL, |exp| {
+                Duration::from_secs(u64::try_from(exp.saturating_add(leeway).saturating_sub(now)).unwrap_or(0))
+            })
+            .min(MAX_CACHE_TTL);
+        let verified = Arc::new(verified);
+        if !ttl.is_zero() {
+            self.cache.insert(
+                cache_key,
+                CachedToken {
+                    token: verified.clone(),
+                    provider_fingerprint: provider.fingerprint,
+                    key_fingerprint: key.fingerprint,
+                    ttl,
+                },
+            );
+        }
+        Ok(verified)
+    }
+
+    async fn verify_uncached(
+        &self,
+        token: &str,
+        accepted: &Accepted,
+        now: i64,
+    ) -> Result<(VerifiedToken, usize, Arc<VerifyKey>), VerifyError> {
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed.into());
+        };
+        let header = decode_object(header_b64)?;
+        let alg_name = header.get("alg").and_then(Value::as_str).ok_or(TokenError::Malformed)?;
+        if alg_name.eq_ignore_ascii_case("none") {
+            return Err(TokenError::AlgNone.into());
+        }
+        if header.contains_key("crit") {
+            // No JWS extension is understood, so any critical one must be refused (RFC 7515 §4.1.11).
+            return Err(TokenError::UnsupportedCrit.into());
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid.as_str()),
+            Some(_) => return Err(TokenError::Malformed.into()),
+        };
+        let claims = decode_object(payload_b64)?;
+        let issuer = match claims.get("iss") {
+            None => return Err(TokenError::MissingClaim("iss").into()),
+            Some(Value::String(issuer)) => issuer.as_str(),
+            Some(_) => return Err(TokenError::InvalidClaimType("iss").into()),
+        };
+        let &index = self.by_issuer.get(issuer).ok_or(TokenError::UnknownIssuer)?;
+        if !accepted.contains(&index) {
+            return Err(TokenError::ProviderNotAccepted.into());
+        }
+        let provider = &self.providers[index];
+        let alg = provider
+            .algorithms
+            .iter()
+            .copied()
+            .find(|a| algorithm_name(*a) == alg_name)
+            .ok_or(TokenError::AlgorithmNotAllowed)?;
+        if let Some(expected) = &provider.typ {
+            let typ = header.get("typ").and_then(Value::as_str).map(normalize_typ);
+            if typ.as_deref() != Some(expected.as_str()) {
+                return Err(TokenError::TypMismatch.into());
+            }
+        }
+        let key = provider.key(kid, alg).await?;
+        let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+        match jsonwebtoken::crypto::verify(signature_b64, signing_input.as_bytes(), &key.key, alg) {
+            Ok(true) => {}
+            _ => return Err(TokenError::BadSignature.into()),
+        }
+        let verified = check_claims(provider, claims, key.kid.clone())?;
+        check_times(provider, &verified, now)?;
+        Ok((verified, index, key))
+    }
+}
+
+pub fn algorithm_name(alg: Algorithm) -> &'static str {
+    use Algorithm::*;
+    match alg {
+        HS256 => "HS256",
+        HS384 => "HS384",
+        HS512 => "HS512",
+        RS256 => "RS256",
+        RS384 => "RS384",
+        RS512 => "RS512",
+        PS256 => "PS256",
+        PS384 => "PS384",
+        PS512 => "PS512",
+        ES256 => "ES256",
+        ES384 => "ES384",
+        EdDSA => "EdDSA",
+        // Newer algorithms of the library are never in an allowlist, so never match a token.
+        _ => "",
+    }
+}
+
+pub fn normalize_typ(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_string(),
+        None => lower,
+    }
+}
+
+fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => {
+            if let Some(i) = n.as_i64() {
+                Ok(Some(i))
+            } else {
+                match n.as_f64() {
+                    Some(f) if f.is_finite() && f.abs() < 1e15 => Ok(Some(f.floor() as i64)),
+                    _ => Err(TokenError::InvalidClaimType(name)),
+                }
+            }
+        }
+        Some(_) => Err(TokenError::InvalidClaimType(name)),
+    }
+}
+
+fn optional_string(claims: &Map<String, Value>, name: &'static str) -> Result<Option<String>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(TokenError::InvalidClaimType(name)),
+    }
+}
+
+fn check_claims(provider: &Provider, claims: Map<String, Value>, kid: Option<String>) -> Result<VerifiedToken, TokenError> {
+    let expires_at = numeric_date(&claims, "exp")?;
+    let not_before = numeric_date(&claims, "nbf")?;
+    let issued_at = numeric_date(&claims, "iat")?;
+    if provider.require_exp && expires_at.is_none() {
+        return Err(TokenError::MissingClaim("exp"));
+    }
+    let subject = optional_string(&claims, "sub")?;
+    let jti = optional_string(&claims, "jti")?;
+    match claims.get("aud") {
+        None => return Err(TokenError::MissingClaim("aud")),
+        Some(Value::String(aud)) => {
+            if !provider.audiences.iter().any(|a| a == aud) {
+                return Err(TokenError::AudienceMismatch);
+            }
+        }
+        Some(Value::Array(items)) => {
+            let mut matched = false;
+            for item in items {
+                let aud = item.as_str().ok_or(TokenError::InvalidClaimType("aud"))?;
+                matched |= provider.audiences.iter().any(|a| a == aud);
+            }
+            if !matched {
+                return Err(TokenError::AudienceMismatch);
+            }
+        }
+        Some(_) => return Err(TokenError::InvalidClaimType("aud")),
+    }
+    if provider.required_claims.iter().any(|name| !claims.contains_key(name)) {
+        return Err(TokenError::MissingRequiredClaim);
+    }
+    Ok(VerifiedToken {
+        provider: provider.name.clone(),
+        issuer: provider.issuer.clone(),
+        subject,
+        jti,
+        kid,
+        issued_at,
+        expires_at,
+        not_before,
+        claims: Arc::new(claims),
+    })
+}
+
+/// Time checks, repeated on every cache hit.
+fn check_times(provider: &Provider, token: &VerifiedToken, now: i64) -> Result<(), TokenError> {
+    let leeway = i64::try_from(provider.leeway.as_secs()).unwrap_or(0);
+    if let Some(exp) = token.expires_at {
+        if now >= exp.saturating_add(leeway) {
+            return Err(TokenError::Expired);
+        }
+    }
+    if let Some(nbf) = token.not_before {
+        if now.saturating_add(leeway) < nbf {
+            return Err(TokenError::NotYetValid);
+        }
+    }
+    if let Some(iat) = token.issued_at {
+        if now.saturating_add(leeway) < iat {
+            return Err(TokenError::IssuedInFuture);
+        }
+    }
+    Ok(())
+}
+
+/// Base64url (no padding) → a JSON object, refusing duplicate member names at any depth.
+fn decode_object(part: &str) -> Result<Map<String, Value>, TokenError> {
+    if part.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed)?;
+    match serde_json::from_slice::<StrictValue>(&bytes) {
+        Ok(StrictValue(Value::Object(map))) => Ok(map),
+        Ok(_) => Err(TokenError::Malformed),
+        Err(e) if e.to_string().starts_with(DUPLICATE_MEMBER) => Err(TokenError::DuplicateMember),
+        Err(_) => Err(TokenError::Malformed),
+    }
+}
+
+const DUPLICATE_MEMBER: &str = "duplicate member";
+
+/// A JSON value whose objects may not repeat a member name (RFC 7515 §5.2, RFC 8725 §3.6).
+struct StrictValue(Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            if map.contains_key(&key) {
+                return Err(de::Error::custom(DUPLICATE_MEMBER));
+            }
+            let StrictValue(value) = access.next_value()?;
+            map.insert(key, value);
+        }
+        Ok(Value::Object(map))
+    }
+}

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use http::Method;
 
-use crate::config::file::{HostPattern, UpstreamUrl};
+use crate::config::file::{AuthMode, HostPattern, UpstreamUrl};
+use crate::policy::Policy;
 
 /// What a route allows in a path that normalisation could not make plain.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,6 +40,28 @@ pub struct Route {
     pub response_timeout: Duration,
     pub ca_bundle: Option<std::path::PathBuf>,
     pub path_rules: PathRules,
+    pub auth: RouteAuth,
+}
+
+/// What a route asks of the caller.
+#[derive(Debug, Clone)]
+pub struct RouteAuth {
+    pub mode: AuthMode,
+    /// Names of the accepted providers; `None` accepts every provider.
+    pub providers: Option<Vec<String>>,
+    pub forward_authorization: bool,
+    pub policy: Arc<Policy>,
+}
+
+impl Default for RouteAuth {
+    fn default() -> Self {
+        RouteAuth {
+            mode: AuthMode::Required,
+            providers: None,
+            forward_authorization: true,
+            policy: Arc::new(Policy::default()),
+        }
+    }
 }
 
 impl Route {
@@ -205,6 +228,7 @@ mod tests {
             response_timeout: Duration::from_secs(1),
             ca_bundle: None,
             path_rules: PathRules::default(),
+            auth: RouteAuth::default(),
         }
     }
 

@@ -7,8 +7,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::config::build::ProviderKeySettings;
 use crate::config::Config;
+use crate::denylist::{Denylist, DenylistWatch};
 use crate::forward::{ClientKey, ForwardSettings, UpstreamClient};
+use crate::identity::IdentityRules;
+use crate::jwks::{JwksCache, KeySet, VerifyKey};
+use crate::jwt::{Provider, ProviderKeys, Verifier};
 use crate::route::RouteTable;
 
 pub struct Snapshot {
@@ -16,17 +21,29 @@ pub struct Snapshot {
     /// Indexed like the routes; routes with equal client settings share one pool.
     pub clients: Vec<UpstreamClient>,
     pub forward: ForwardSettings,
+    pub verifier: Verifier,
+    /// Indexed like the routes: the provider indices each route accepts.
+    pub accepted: Vec<Vec<usize>>,
+    pub identity: Arc<IdentityRules>,
+    pub denylist: Option<Arc<DenylistWatch>>,
+    pub realm: Arc<str>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        for task in &self.background {
+            task.abort();
+        }
+    }
 }
 
 impl Snapshot {
+    /// Builds a snapshot; must run inside the tokio runtime (it starts JWKS refreshers and the
+    /// denylist watcher).
     pub fn build(config: &Config) -> Result<Self, String> {
-        let routes = RouteTable::new(config.routes.clone()).map_err(|conflicts| {
-            conflicts
-                .into_iter()
-                .map(|(_, m)| m)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+        let routes = RouteTable::new(config.routes.clone())
+            .map_err(|conflicts| conflicts.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "))?;
         let mut pools: HashMap<ClientKey, UpstreamClient> = HashMap::new();
         let mut clients = Vec::with_capacity(routes.len());
         for route in routes.routes() {
@@ -42,6 +59,55 @@ impl Snapshot {
             };
             clients.push(client);
         }
+
+        let mut background = Vec::new();
+        let mut providers = Vec::with_capacity(config.providers.len());
+        for settings in &config.providers {
+            let keys = match &settings.keys {
+                ProviderKeySettings::Secret(secret) => {
+                    ProviderKeys::Secret(Arc::new(KeySet::single(VerifyKey::from_secret(secret))))
+                }
+                ProviderKeySettings::Jwks {
+                    source,
+                    settings: jwks,
+                    ca_bundle,
+                } => {
+                    let cache = JwksCache::new(settings.name.clone(), source.clone(), jwks.clone(), ca_bundle.as_deref())
+                        .map_err(|e| format!("provider {:?}: {e}", settings.name))?;
+                    background.push(cache.spawn_refresher());
+                    ProviderKeys::Jwks(cache)
+                }
+            };
+            providers.push(Arc::new(Provider {
+                name: settings.name.clone(),
+                issuer: settings.issuer.clone(),
+                audiences: settings.audiences.clone(),
+                algorithms: settings.algorithms.clone(),
+                leeway: settings.leeway,
+                required_claims: settings.required_claims.clone(),
+                require_exp: settings.require_exp,
+                typ: settings.typ.clone(),
+                keys,
+                fingerprint: settings.fingerprint,
+            }));
+        }
+        let verifier = Verifier::new(providers, config.auth.max_token_bytes, config.auth.token_cache_entries);
+        let accepted = routes
+            .routes()
+            .iter()
+            .map(|route| match &route.auth.providers {
+                None => (0..verifier.providers().len()).collect(),
+                Some(names) => names.iter().filter_map(|name| verifier.provider_index(name)).collect(),
+            })
+            .collect();
+
+        let denylist = config.auth.denylist.as_ref().map(|settings| {
+            let initial: Denylist = (*settings.initial).clone();
+            let watch = DenylistWatch::new(settings.path.clone(), initial);
+            background.push(watch.spawn_watcher(settings.reload_interval));
+            watch
+        });
+
         Ok(Snapshot {
             routes,
             clients,
@@ -49,7 +115,18 @@ impl Snapshot {
                 trusted_proxies: Arc::from(config.server.trusted_proxies.clone()),
                 body_idle_timeout: config.server.body_idle_timeout,
             },
+            verifier,
+            accepted,
+            identity: config.auth.identity.clone(),
+            denylist,
+            realm: config.auth.realm.clone(),
+            background,
         })
+    }
+
+    /// Whether every provider has usable keys (readiness).
+    pub fn keys_ready(&self) -> bool {
+        self.verifier.providers().iter().all(|p| p.is_ready())
     }
 }
 

@@ -84,7 +84,8 @@ fn check_lists_every_semantic_error_and_unreadable_tls_files() {
         output.contains("route name \"a\" is used twice"),
         "{output}"
     );
-    assert!(output.contains("2 error(s)"), "{output}");
+    assert!(output.contains(":6:1: route \"a\" requires authentication but no provider can serve it"), "{output}");
+    assert!(output.contains("4 error(s)"), "{output}");
 
     // A certificate file that is not PEM is refused at the cert value.
     std::fs::write(dir.join("garbage.pem"), "not a certificate").unwrap();
@@ -182,7 +183,7 @@ async fn sigterm_keeps_serving_during_the_delay_then_drains_and_exits_zero() {
         &config,
         format!(
             "[server]\nshutdown_delay = \"1s\"\ndrain_timeout = \"20s\"\n{VALID_HEAD}\
-             [[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\n"
+             [[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\nauth = \"public\"\n"
         ),
     )
     .unwrap();

@@ -34,12 +34,14 @@ async fn routes_by_host_path_and_method() {
 name = "any-root"
 path_prefix = "/"
 upstream = "http://{a}"
+auth = "public"
 
 [[route]]
 name = "wild"
 host = "*.example.com"
 path_prefix = "/"
 upstream = "http://{b}"
+auth = "public"
 
 [[route]]
 name = "exact-api"
@@ -47,6 +49,7 @@ host = "api.example.com"
 path_prefix = "/v1"
 methods = ["GET", "POST"]
 upstream = "http://{c}"
+auth = "public"
 
 [[route]]
 name = "exact-api-delete"
@@ -54,6 +57,7 @@ host = "api.example.com"
 path_prefix = "/v1"
 methods = ["DELETE"]
 upstream = "http://{a}"
+auth = "public"
 "#,
         listener_plain()
     ))
@@ -107,17 +111,20 @@ async fn path_table_status_and_forwarded_path() {
 name = "api"
 path_prefix = "/api"
 upstream = "http://{up}"
+auth = "public"
 
 [[route]]
 name = "admin"
 path_prefix = "/admin"
 upstream = "http://{up}/internal"
+auth = "public"
 strip_prefix = true
 
 [[route]]
 name = "files"
 path_prefix = "/files"
 upstream = "http://{up}"
+auth = "public"
 allow_encoded_slash = true
 allow_path_parameters = true
 "#,
@@ -177,7 +184,7 @@ allow_path_parameters = true
 async fn not_found_and_no_host() {
     let up = echo().await;
     let gw = start(&format!(
-        "{}\n[[route]]\nname = \"only\"\nhost = \"svc.test\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\n",
+        "{}\n[[route]]\nname = \"only\"\nhost = \"svc.test\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\nauth = \"public\"\n",
         listener_plain()
     ))
     .await;
@@ -219,11 +226,13 @@ async fn upstream_failures_are_502_and_504_with_reasons() {
 name = "down"
 path_prefix = "/down"
 upstream = "http://{closed}"
+auth = "public"
 
 [[route]]
 name = "slow"
 path_prefix = "/slow"
 upstream = "http://{silent_addr}"
+auth = "public"
 response_timeout = "300ms"
 "#,
         listener_plain()
@@ -258,7 +267,7 @@ response_timeout = "300ms"
 async fn hop_by_hop_and_spoofable_headers_are_removed() {
     let up = echo().await;
     let gw = start(&format!(
-        "{}\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\n",
+        "{}\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\nauth = \"public\"\n",
         listener_plain()
     ))
     .await;
@@ -323,6 +332,7 @@ trusted_proxies = ["127.0.0.1/32"]
 name = "r"
 path_prefix = "/"
 upstream = "http://{up}"
+auth = "public"
 preserve_host = true
 "#,
         listener_plain()
@@ -369,6 +379,7 @@ address = "127.0.0.1:0"
 name = "r"
 path_prefix = "/svc"
 upstream = "http://{up}"
+auth = "public"
 strip_prefix = true
 "#
         ),
@@ -411,7 +422,7 @@ async fn https_upstream_is_verified_against_the_ca_bundle() {
         &dir,
         &format!(
             "[[listener]]\naddress = \"127.0.0.1:0\"\ntls = {{ cert = \"cert.pem\", key = \"key.pem\" }}\n\
-             [[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\n"
+             [[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\nauth = \"public\"\n"
         ),
     )
     .await;
@@ -424,12 +435,14 @@ async fn https_upstream_is_verified_against_the_ca_bundle() {
 name = "trusted"
 path_prefix = "/trusted"
 upstream = "https://localhost:{port}"
+auth = "public"
 ca_bundle = "cert.pem"
 
 [[route]]
 name = "untrusted"
 path_prefix = "/untrusted"
 upstream = "https://localhost:{port}"
+auth = "public"
 "#,
             listener_plain()
         ),
@@ -448,7 +461,7 @@ upstream = "https://localhost:{port}"
 async fn large_bodies_stream_both_ways_over_http1_and_h2c() {
     let up = echo().await;
     let gw = start(&format!(
-        "{}\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\n",
+        "{}\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\nauth = \"public\"\n",
         listener_plain()
     ))
     .await;
@@ -474,7 +487,7 @@ async fn large_bodies_stream_both_ways_over_http1_and_h2c() {
 async fn http2_cookie_fields_are_joined_for_http1_upstreams() {
     let up = echo().await;
     let gw = start(&format!(
-        "{}\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\n",
+        "{}\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\nauth = \"public\"\n",
         listener_plain()
     ))
     .await;
@@ -499,6 +512,7 @@ body_idle_timeout = "300ms"
 name = "r"
 path_prefix = "/"
 upstream = "http://{up}"
+auth = "public"
 "#,
         listener_plain()
     ))
@@ -533,7 +547,7 @@ upstream = "http://{up}"
 async fn idle_keep_alive_connections_are_closed() {
     let up = echo().await;
     let gw = start(&format!(
-        "[server]\nidle_timeout = \"400ms\"\n{}\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\n",
+        "[server]\nidle_timeout = \"400ms\"\n{}\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\nauth = \"public\"\n",
         listener_plain()
     ))
     .await;
@@ -558,7 +572,7 @@ async fn idle_keep_alive_connections_are_closed() {
 async fn connection_limit_holds_extra_clients_until_a_slot_frees() {
     let up = echo().await;
     let gw = start(&format!(
-        "[server]\nmax_connections = 1\n{}\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\n",
+        "[server]\nmax_connections = 1\n{}\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\nauth = \"public\"\n",
         listener_plain()
     ))
     .await;
@@ -581,7 +595,7 @@ async fn connection_limit_holds_extra_clients_until_a_slot_frees() {
 async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
     let up = echo().await;
     let gw = start(&format!(
-        "{}\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\n",
+        "{}\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\nauth = \"public\"\n",
         listener_plain()
     ))
     .await;

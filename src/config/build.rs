@@ -10,14 +10,60 @@ use serde_spanned::Spanned;
 
 use super::file::{self, FileConfig, HumanDuration, Timeout};
 use super::{ConfigError, Locator};
-use crate::route::{PathRules, Route};
+use crate::config::file::AuthMode;
+use crate::jwks::{check_fetch_uri, JwksSettings, JwksSource};
+use crate::route::{PathRules, Route, RouteAuth};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     pub server: ServerSettings,
     pub upstream: UpstreamDefaults,
     pub listeners: Vec<ListenerSettings>,
     pub routes: Vec<Route>,
+    pub auth: AuthSettings,
+    pub providers: Vec<ProviderSettings>,
+}
+
+#[derive(Clone)]
+pub struct AuthSettings {
+    pub realm: Arc<str>,
+    pub max_token_bytes: usize,
+    pub token_cache_entries: u64,
+    pub identity: Arc<crate::identity::IdentityRules>,
+    /// The denylist file, its reload interval, and its contents when the config was loaded.
+    pub denylist: Option<DenylistSettings>,
+}
+
+#[derive(Clone)]
+pub struct DenylistSettings {
+    pub path: PathBuf,
+    pub reload_interval: Duration,
+    pub initial: Arc<crate::denylist::Denylist>,
+}
+
+/// A provider as configured and validated; its key cache is created when serving starts.
+#[derive(Clone)]
+pub struct ProviderSettings {
+    pub name: Arc<str>,
+    pub issuer: Arc<str>,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub leeway: Duration,
+    pub required_claims: Vec<String>,
+    pub require_exp: bool,
+    pub typ: Option<String>,
+    pub keys: ProviderKeySettings,
+    pub fingerprint: [u8; 32],
+}
+
+#[derive(Clone)]
+pub enum ProviderKeySettings {
+    Jwks {
+        source: crate::jwks::JwksSource,
+        settings: crate::jwks::JwksSettings,
+        ca_bundle: Option<PathBuf>,
+    },
+    Secret(Arc<[u8]>),
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +214,9 @@ pub(super) fn build(
         ));
     }
 
+    let providers = build_providers(&parsed.providers, base_dir, at, &mut errors);
+    let auth = build_auth(&parsed.auth, base_dir, at, &mut errors);
+
     let mut routes: Vec<Route> = Vec::new();
     for route in &parsed.routes {
         let route_span = route.span();
@@ -232,6 +281,7 @@ pub(super) fn build(
                 allow_encoded_nul: route.allow_encoded_nul,
                 allow_path_parameters: route.allow_path_parameters,
             },
+            auth: route_auth(route, route_span.start, &providers, at, &mut errors),
         });
     }
     if let Err(conflicts) = crate::route::RouteTable::new(routes.clone()) {
@@ -248,6 +298,8 @@ pub(super) fn build(
             upstream,
             listeners,
             routes,
+            auth: auth.ok_or_else(Vec::new)?,
+            providers,
         })
     } else {
         errors.sort_by_key(|e| (e.line, e.column));
@@ -294,5 +346,246 @@ fn readable_file(
             ));
             None
         }
+    }
+}
+
+fn build_auth(
+    section: &file::AuthSection,
+    base_dir: &Path,
+    at: &Locator<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<AuthSettings> {
+    let realm = section.realm.clone().unwrap_or_else(|| file::DEFAULT_REALM.to_string());
+    if realm.is_empty() || realm.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+        errors.push(at.error_unplaced("auth.realm may not be empty or hold quotes, backslashes or control characters"));
+    }
+    let max_token_bytes = section
+        .max_token_bytes
+        .as_ref()
+        .map_or(file::DEFAULT_MAX_TOKEN_BYTES, |v| *v.get_ref());
+    if let Some(value) = section.max_token_bytes.as_ref().filter(|v| *v.get_ref() < 256) {
+        errors.push(at.error_at(value.span().start, "max_token_bytes must be at least 256"));
+    }
+    let identity = match crate::identity::IdentityRules::build(&section.identity) {
+        Ok(rules) => Some(Arc::new(rules)),
+        Err(message) => {
+            errors.push(at.error_unplaced(format!("auth.identity: {message}")));
+            None
+        }
+    };
+    let denylist = section.denylist.as_ref().and_then(|written| {
+        let path = readable_file(written, base_dir, at, errors)?;
+        match crate::denylist::Denylist::load(&path) {
+            Ok(list) => Some(DenylistSettings {
+                path,
+                reload_interval: section
+                    .denylist_reload_interval
+                    .map_or(file::DEFAULT_DENYLIST_RELOAD_INTERVAL, |d| d.0),
+                initial: Arc::new(list),
+            }),
+            Err(problems) => {
+                errors.extend(problems.0);
+                None
+            }
+        }
+    });
+    if section.denylist.is_some() && denylist.is_none() {
+        return None;
+    }
+    Some(AuthSettings {
+        realm: Arc::from(realm),
+        max_token_bytes,
+        token_cache_entries: section.token_cache_entries.unwrap_or(file::DEFAULT_TOKEN_CACHE_ENTRIES),
+        identity: identity?,
+        denylist,
+    })
+}
+
+fn build_providers(
+    sections: &[Spanned<file::ProviderSection>],
+    base_dir: &Path,
+    at: &Locator<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<ProviderSettings> {
+    use jsonwebtoken::Algorithm::{HS256, HS384, HS512};
+    let mut providers: Vec<ProviderSettings> = Vec::new();
+    for section in sections {
+        let start = section.span().start;
+        let p = section.get_ref();
+        let name = p.name.get_ref();
+        let mut fail = |offset: usize, message: String| errors.push(at.error_at(offset, message));
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+            fail(p.name.span().start, format!("provider name {name:?} may use only letters, digits, '-', '_' and '.'"));
+        }
+        if providers.iter().any(|other| &*other.name == name.as_str()) {
+            fail(p.name.span().start, format!("provider name {name:?} is used twice"));
+        }
+        let issuer = p.issuer.get_ref();
+        if issuer.is_empty() {
+            fail(p.issuer.span().start, "issuer may not be empty".into());
+        }
+        if providers.iter().any(|other| &*other.issuer == issuer.as_str()) {
+            fail(p.issuer.span().start, format!("issuer {issuer:?} belongs to two providers; tokens are dispatched by iss"));
+        }
+        if p.audiences.get_ref().is_empty() || p.audiences.get_ref().iter().any(String::is_empty) {
+            fail(p.audiences.span().start, "audiences must list at least one non-empty audience".into());
+        }
+        let algorithms: Vec<jsonwebtoken::Algorithm> = p.algorithms.get_ref().iter().map(|a| a.0).collect();
+        let symmetric = algorithms.iter().filter(|a| matches!(a, HS256 | HS384 | HS512)).count();
+        if algorithms.is_empty() {
+            fail(p.algorithms.span().start, "algorithms must list at least one algorithm".into());
+        }
+        let sources = usize::from(p.jwks_uri.is_some()) + usize::from(p.discovery) + usize::from(p.secret.is_some());
+        if sources != 1 {
+            fail(start, format!("provider {name:?} needs exactly one of jwks_uri, discovery = true, or secret"));
+            continue;
+        }
+        let settings = JwksSettings {
+            refresh_interval: p.jwks_refresh_interval.map_or(file::DEFAULT_JWKS_REFRESH_INTERVAL, |d| d.0),
+            min_refresh_interval: p.jwks_min_refresh_interval.map_or(file::DEFAULT_JWKS_MIN_REFRESH_INTERVAL, |d| d.0),
+            max_refresh_interval: p.jwks_max_refresh_interval.map_or(file::DEFAULT_JWKS_MAX_REFRESH_INTERVAL, |d| d.0),
+            unknown_kid_interval: p.jwks_unknown_kid_interval.map_or(file::DEFAULT_JWKS_UNKNOWN_KID_INTERVAL, |d| d.0),
+            max_staleness: p.jwks_max_staleness.map_or(file::DEFAULT_JWKS_MAX_STALENESS, |d| d.0),
+            fetch_timeout: p.jwks_fetch_timeout.map_or(file::DEFAULT_JWKS_FETCH_TIMEOUT, |d| d.0),
+            max_bytes: p.jwks_max_bytes.unwrap_or(file::DEFAULT_JWKS_MAX_BYTES),
+            allow_insecure_http: p.allow_insecure_http,
+        };
+        if settings.min_refresh_interval > settings.max_refresh_interval {
+            fail(start, format!("provider {name:?}: jwks_min_refresh_interval is longer than jwks_max_refresh_interval"));
+        }
+        let keys = if let Some(secret) = &p.secret {
+            if symmetric != algorithms.len() {
+                fail(p.algorithms.span().start, format!("provider {name:?} has a secret, so only HS256, HS384 and HS512 may be listed"));
+            }
+            let bytes = secret.get_ref().0.as_bytes();
+            let needed = algorithms
+                .iter()
+                .map(|a| match a {
+                    HS384 => 48,
+                    HS512 => 64,
+                    _ => 32,
+                })
+                .max()
+                .unwrap_or(32);
+            if bytes.len() < needed {
+                fail(secret.span().start, format!("provider {name:?}: the secret must be at least {needed} bytes for the listed algorithms"));
+            }
+            ProviderKeySettings::Secret(Arc::from(bytes))
+        } else {
+            if symmetric > 0 {
+                fail(p.algorithms.span().start, format!("provider {name:?} uses a JWKS, so HS* algorithms may not be listed (a public key must never serve as an HMAC secret)"));
+            }
+            let source = if let Some(uri) = &p.jwks_uri {
+                match uri.get_ref().0.parse::<http::Uri>() {
+                    Ok(parsed) => {
+                        if let Err(message) = check_fetch_uri(&parsed, p.allow_insecure_http) {
+                            fail(uri.span().start, message);
+                        }
+                        JwksSource::Uri(parsed)
+                    }
+                    Err(e) => {
+                        fail(uri.span().start, format!("jwks_uri is not a URL: {e}"));
+                        continue;
+                    }
+                }
+            } else {
+                match issuer.parse::<http::Uri>() {
+                    Ok(parsed) if parsed.authority().is_some() => {
+                        if let Err(message) = check_fetch_uri(&parsed, p.allow_insecure_http) {
+                            fail(p.issuer.span().start, format!("discovery: {message}"));
+                        }
+                    }
+                    _ => fail(p.issuer.span().start, "discovery needs an issuer that is an http(s) URL".into()),
+                }
+                JwksSource::Discovery { issuer: issuer.clone() }
+            };
+            let ca_bundle = p.ca_bundle.as_ref().and_then(|path| ca_bundle_file(path, base_dir, at, errors));
+            ProviderKeySettings::Jwks {
+                source,
+                settings,
+                ca_bundle,
+            }
+        };
+        let leeway = p.leeway.map_or(file::DEFAULT_LEEWAY, |d| d.0);
+        let typ = p.typ.as_deref().map(crate::jwt::normalize_typ);
+        let require_exp = p.require_exp.unwrap_or(true);
+        let secret_digest = match &keys {
+            ProviderKeySettings::Secret(bytes) => crate::jwks::sha256(&[bytes]),
+            ProviderKeySettings::Jwks { .. } => [0; 32],
+        };
+        let described = match &keys {
+            ProviderKeySettings::Jwks { source, settings, ca_bundle } => format!("{source:?}{settings:?}{ca_bundle:?}"),
+            ProviderKeySettings::Secret(_) => String::new(),
+        };
+        let fingerprint = crate::jwks::sha256(&[
+            name.as_bytes(),
+            issuer.as_bytes(),
+            format!("{:?}{algorithms:?}{leeway:?}{:?}{require_exp}{typ:?}{described}", p.audiences.get_ref(), p.required_claims).as_bytes(),
+            &secret_digest,
+        ]);
+        providers.push(ProviderSettings {
+            name: Arc::from(name.as_str()),
+            issuer: Arc::from(issuer.as_str()),
+            audiences: p.audiences.get_ref().clone(),
+            algorithms,
+            leeway,
+            required_claims: p.required_claims.clone(),
+            require_exp,
+            typ,
+            keys,
+            fingerprint,
+        });
+    }
+    providers
+}
+
+fn route_auth(
+    route: &file::RouteSection,
+    offset: usize,
+    providers: &[ProviderSettings],
+    at: &Locator<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> RouteAuth {
+    let name = route.name.get_ref();
+    let policy = match crate::policy::Policy::build(&route.policy) {
+        Ok(policy) => policy,
+        Err(message) => {
+            errors.push(at.error_at(offset, format!("route {name:?}: policy: {message}")));
+            crate::policy::Policy::default()
+        }
+    };
+    let accepted = route.providers.as_ref().map(|list| {
+        for provider in list.get_ref() {
+            if !providers.iter().any(|p| &*p.name == provider.as_str()) {
+                errors.push(at.error_at(list.span().start, format!("route {name:?}: no provider is named {provider:?}")));
+            }
+        }
+        list.get_ref().clone()
+    });
+    match route.auth {
+        AuthMode::Public => {
+            if accepted.is_some() || !policy.is_empty() || route.forward_authorization.is_some() {
+                errors.push(at.error_at(offset, format!("route {name:?} is public: providers, policy and forward_authorization do not apply")));
+            }
+        }
+        AuthMode::Optional | AuthMode::Required => {
+            let servable = accepted.as_ref().map_or(!providers.is_empty(), |list| !list.is_empty());
+            if !servable {
+                errors.push(at.error_at(offset, format!(
+                    "route {name:?} requires authentication but no provider can serve it; add a [[provider]] or set auth = \"public\""
+                )));
+            }
+            if route.auth == AuthMode::Optional && !policy.is_empty() {
+                errors.push(at.error_at(offset, format!(
+                    "route {name:?}: auth = \"optional\" lets anonymous requests through, so a policy would only bind callers who send a token; use auth = \"required\""
+                )));
+            }
+        }
+    }
+    RouteAuth {
+        mode: route.auth,
+        providers: accepted,
+        forward_authorization: route.forward_authorization.unwrap_or(true),
+        policy: Arc::new(policy),
     }
 }
