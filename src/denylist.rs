@@ -837,11 +837,13 @@ mod tests {
 
     #[test]
     fn load_reports_unreadable_file() {
-        let path = temp_dir("unreadable").join("missing.toml");
+        let dir = temp_dir("unreadable");
+        let path = dir.join("missing.toml");
         let errors = Denylist::load(&path).expect_err("missing file").0;
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, 0);
         assert_eq!(errors[0].file, path);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     fn temp_dir(name: &str) -> PathBuf {

@@ -331,8 +331,11 @@ pub fn check_fetch_uri(uri: &Uri, allow_insecure_http: bool) -> Result<(), Strin
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
+/// One fetch, awaited by everyone who needs it.
+type SharedFetch = Shared<BoxFuture<'static, Result<Arc<KeySet>, FetchError>>>;
+
 struct RefreshState {
-    in_flight: Option<Shared<BoxFuture<'static, Result<Arc<KeySet>, FetchError>>>>,
+    in_flight: Option<SharedFetch>,
     last_attempt: Option<Instant>,
     last_success: Option<Instant>,
     /// From the last good response's Cache-Control, clamped to the configured bounds.

@@ -25,3 +25,4 @@ pub mod policy;
 pub mod identity;
 pub mod credential;
 pub mod jwks;
+pub mod issuer;

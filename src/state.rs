@@ -67,12 +67,13 @@ impl Snapshot {
                 ProviderKeySettings::Secret(secret) => {
                     ProviderKeys::Secret(Arc::new(KeySet::single(VerifyKey::from_secret(secret))))
                 }
-                ProviderKeySettings::Jwks {
-                    source,
-                    settings: jwks,
-                    ca_bundle,
-                } => {
-                    let cache = JwksCache::new(settings.name.clone(), source.clone(), jwks.clone(), ca_bundle.as_deref())
+                ProviderKeySettings::Jwks(jwks) => {
+                    let cache = JwksCache::new(
+                        settings.name.clone(),
+                        jwks.source.clone(),
+                        jwks.settings.clone(),
+                        jwks.ca_bundle.as_deref(),
+                    )
                         .map_err(|e| format!("provider {:?}: {e}", settings.name))?;
                     background.push(cache.spawn_refresher());
                     ProviderKeys::Jwks(cache)

@@ -58,12 +58,15 @@ pub struct ProviderSettings {
 
 #[derive(Clone)]
 pub enum ProviderKeySettings {
-    Jwks {
-        source: crate::jwks::JwksSource,
-        settings: crate::jwks::JwksSettings,
-        ca_bundle: Option<PathBuf>,
-    },
+    Jwks(Box<JwksKeySettings>),
     Secret(Arc<[u8]>),
+}
+
+#[derive(Clone)]
+pub struct JwksKeySettings {
+    pub source: crate::jwks::JwksSource,
+    pub settings: crate::jwks::JwksSettings,
+    pub ca_bundle: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -366,9 +369,13 @@ fn build_auth(
     if let Some(value) = section.max_token_bytes.as_ref().filter(|v| *v.get_ref() < 256) {
         errors.push(at.error_at(value.span().start, "max_token_bytes must be at least 256"));
     }
-    let identity = match crate::identity::IdentityRules::build(&section.identity) {
+    let identity = match crate::identity::IdentityRules::build_located(&section.identity) {
         Ok(rules) => Some(Arc::new(rules)),
-        Err(message) => {
+        Err((message, Some(span))) => {
+            errors.push(at.error_at(span.start, format!("auth.identity: {message}")));
+            None
+        }
+        Err((message, None)) => {
             errors.push(at.error_unplaced(format!("auth.identity: {message}")));
             None
         }
@@ -500,21 +507,21 @@ fn build_providers(
                 JwksSource::Discovery { issuer: issuer.clone() }
             };
             let ca_bundle = p.ca_bundle.as_ref().and_then(|path| ca_bundle_file(path, base_dir, at, errors));
-            ProviderKeySettings::Jwks {
+            ProviderKeySettings::Jwks(Box::new(JwksKeySettings {
                 source,
                 settings,
                 ca_bundle,
-            }
+            }))
         };
         let leeway = p.leeway.map_or(file::DEFAULT_LEEWAY, |d| d.0);
         let typ = p.typ.as_deref().map(crate::jwt::normalize_typ);
         let require_exp = p.require_exp.unwrap_or(true);
         let secret_digest = match &keys {
             ProviderKeySettings::Secret(bytes) => crate::jwks::sha256(&[bytes]),
-            ProviderKeySettings::Jwks { .. } => [0; 32],
+            ProviderKeySettings::Jwks(_) => [0; 32],
         };
         let described = match &keys {
-            ProviderKeySettings::Jwks { source, settings, ca_bundle } => format!("{source:?}{settings:?}{ca_bundle:?}"),
+            ProviderKeySettings::Jwks(jwks) => format!("{:?}{:?}{:?}", jwks.source, jwks.settings, jwks.ca_bundle),
             ProviderKeySettings::Secret(_) => String::new(),
         };
         let fingerprint = crate::jwks::sha256(&[
