@@ -37,9 +37,9 @@ impl CredentialError {
 fn is_token68(token: &str) -> bool {
     let body = token.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 /// The request's credential, if any.
@@ -51,7 +51,9 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<Credential>, CredentialErro
     if values.next().is_some() {
         return Err(CredentialError::MultipleAuthorization);
     }
-    let value = value.to_str().map_err(|_| CredentialError::MalformedBearer)?;
+    let value = value
+        .to_str()
+        .map_err(|_| CredentialError::MalformedBearer)?;
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Ok(None);

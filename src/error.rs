@@ -36,7 +36,9 @@ pub enum GatewayError {
     /// A route that requires authentication got no credential.
     MissingCredential,
     /// The credential cannot be read without guessing (RFC 6750 `invalid_request`).
-    InvalidRequest { reason: &'static str },
+    InvalidRequest {
+        reason: &'static str,
+    },
     /// The token is invalid, expired, revoked, or unusable (RFC 6750 `invalid_token`).
     InvalidToken {
         reason: &'static str,
@@ -44,7 +46,10 @@ pub enum GatewayError {
         claim: Option<&'static str>,
     },
     /// The token is valid but the route's policy refuses it (RFC 6750 `insufficient_scope`).
-    Forbidden { reason: &'static str, scopes: Vec<String> },
+    Forbidden {
+        reason: &'static str,
+        scopes: Vec<String>,
+    },
     /// No usable keys (IdP down, or an unknown kid whose refetch failed): retry, don't discard.
     KeysUnavailable,
 }
@@ -98,7 +103,9 @@ impl GatewayError {
             GatewayError::UpstreamConnectTimeout | GatewayError::UpstreamTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            GatewayError::MissingCredential | GatewayError::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::MissingCredential | GatewayError::InvalidToken { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             GatewayError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
             GatewayError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -151,7 +158,9 @@ impl GatewayError {
             GatewayError::UpstreamConnectTimeout | GatewayError::UpstreamTimeout => {
                 grpc_code::DEADLINE_EXCEEDED
             }
-            GatewayError::MissingCredential | GatewayError::InvalidToken { .. } => grpc_code::UNAUTHENTICATED,
+            GatewayError::MissingCredential | GatewayError::InvalidToken { .. } => {
+                grpc_code::UNAUTHENTICATED
+            }
             GatewayError::InvalidRequest { .. } => grpc_code::INVALID_ARGUMENT,
             GatewayError::Forbidden { .. } => grpc_code::PERMISSION_DENIED,
             GatewayError::KeysUnavailable => grpc_code::UNAVAILABLE,
@@ -168,7 +177,10 @@ impl GatewayError {
                 format!("error=\"invalid_token\", error_description=\"{description}\"")
             }
             GatewayError::Forbidden { scopes, .. } if !scopes.is_empty() => {
-                format!("error=\"insufficient_scope\", scope=\"{}\"", scopes.join(" "))
+                format!(
+                    "error=\"insufficient_scope\", scope=\"{}\"",
+                    scopes.join(" ")
+                )
             }
             GatewayError::Forbidden { .. } => "error=\"insufficient_scope\"".to_string(),
             _ => return None,
@@ -214,7 +226,10 @@ impl GatewayError {
                 headers.insert(header::ALLOW, value);
             }
         }
-        if let Some(challenge) = self.challenge(realm).and_then(|c| HeaderValue::from_str(&c).ok()) {
+        if let Some(challenge) = self
+            .challenge(realm)
+            .and_then(|c| HeaderValue::from_str(&c).ok())
+        {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         if matches!(self, GatewayError::KeysUnavailable) {

@@ -124,22 +124,33 @@ async fn pipeline(
     };
     let token = match &credential {
         Some(credential) => Some(authenticate(snapshot, index, credential, trace).await?),
-        None if route.auth.mode == AuthMode::Required => return Err(GatewayError::MissingCredential),
+        None if route.auth.mode == AuthMode::Required => {
+            return Err(GatewayError::MissingCredential)
+        }
         None => None,
     };
     if let Some(token) = &token {
-        route.auth.policy.check(token).map_err(|denied| GatewayError::Forbidden {
-            reason: denied.reason,
-            scopes: denied.required_scopes,
-        })?;
-        snapshot.identity.inject(req.headers_mut(), token).map_err(|e| GatewayError::InvalidToken {
-            reason: e.reason(),
-            description: "The access token carries a claim that cannot be forwarded",
-            claim: None,
-        })?;
+        route
+            .auth
+            .policy
+            .check(token)
+            .map_err(|denied| GatewayError::Forbidden {
+                reason: denied.reason,
+                scopes: denied.required_scopes,
+            })?;
+        snapshot
+            .identity
+            .inject(req.headers_mut(), token)
+            .map_err(|e| GatewayError::InvalidToken {
+                reason: e.reason(),
+                description: "The access token carries a claim that cannot be forwarded",
+                claim: None,
+            })?;
     }
     if !route.auth.forward_authorization
-        && credential.as_ref().is_some_and(|c| c.source == Source::AuthorizationHeader)
+        && credential
+            .as_ref()
+            .is_some_and(|c| c.source == Source::AuthorizationHeader)
     {
         req.headers_mut().remove(http::header::AUTHORIZATION);
     }

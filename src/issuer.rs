@@ -54,8 +54,14 @@ impl SigningKey {
             RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => {
                 Signer::Rsa(RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(failed)?)
             }
-            ES256 => Signer::Ec(EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).map_err(failed)?),
-            ES384 => Signer::Ec(EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING).map_err(failed)?),
+            ES256 => Signer::Ec(
+                EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+                    .map_err(failed)?,
+            ),
+            ES384 => Signer::Ec(
+                EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING)
+                    .map_err(failed)?,
+            ),
             EdDSA => Signer::Ed(Ed25519KeyPair::generate().map_err(failed)?),
             HS256 | HS384 | HS512 => {
                 let len = match alg {
@@ -74,6 +80,15 @@ impl SigningKey {
             kid: kid.map(str::to_string),
             signer,
         })
+    }
+
+    /// An HMAC key with a given secret (a provider's `secret` is text, so tests choose it).
+    pub fn hmac(alg: Algorithm, secret: &[u8], kid: Option<&str>) -> Self {
+        SigningKey {
+            alg,
+            kid: kid.map(str::to_string),
+            signer: Signer::Hmac(secret.to_vec()),
+        }
     }
 
     /// The HMAC secret, for configuring a symmetric provider.
@@ -101,7 +116,9 @@ impl SigningKey {
                 let crv = if size == 32 { "P-256" } else { "P-384" };
                 json!({ "kty": "EC", "crv": crv, "x": b64(&point[1..=size]), "y": b64(&point[1 + size..]) })
             }
-            Signer::Ed(pair) => json!({ "kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key().as_ref()) }),
+            Signer::Ed(pair) => {
+                json!({ "kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key().as_ref()) })
+            }
             Signer::Hmac(_) => return None,
         };
         if let Some(kid) = &self.kid {
@@ -116,7 +133,11 @@ impl SigningKey {
 
     /// Signs `header.payload` given as JSON texts (written as given, so they may be unusual).
     pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
-        let signing_input = format!("{}.{}", b64(header_json.as_bytes()), b64(payload_json.as_bytes()));
+        let signing_input = format!(
+            "{}.{}",
+            b64(header_json.as_bytes()),
+            b64(payload_json.as_bytes())
+        );
         let signature = self.signature(signing_input.as_bytes());
         format!("{signing_input}.{}", b64(&signature))
     }
@@ -139,7 +160,10 @@ impl SigningKey {
                 let _ = pair.sign(padding, &rng, message, &mut out);
                 out
             }
-            Signer::Ec(pair) => pair.sign(&rng, message).map(|s| s.as_ref().to_vec()).unwrap_or_default(),
+            Signer::Ec(pair) => pair
+                .sign(&rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .unwrap_or_default(),
             Signer::Ed(pair) => pair.sign(message).as_ref().to_vec(),
             Signer::Hmac(secret) => {
                 let algorithm = match self.alg {
@@ -229,7 +253,9 @@ impl JwksServer {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Published> {
-        self.published.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn set_keys(&self, keys: Vec<Value>) {
@@ -258,7 +284,11 @@ impl JwksServer {
         let (counter, body, cache_control) = match path {
             "/jwks" => {
                 let published = self.lock();
-                (&self.jwks_fetches, json!({ "keys": published.keys }).to_string(), published.cache_control.clone())
+                (
+                    &self.jwks_fetches,
+                    json!({ "keys": published.keys }).to_string(),
+                    published.cache_control.clone(),
+                )
             }
             "/.well-known/openid-configuration" => (
                 &self.discovery_fetches,
@@ -278,11 +308,14 @@ impl JwksServer {
             return response;
         }
         let mut response = Response::new(full(body));
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
         if let Some(value) = cache_control.and_then(|v| http::HeaderValue::from_str(&v).ok()) {
-            response.headers_mut().insert(http::header::CACHE_CONTROL, value);
+            response
+                .headers_mut()
+                .insert(http::header::CACHE_CONTROL, value);
         }
         response
     }

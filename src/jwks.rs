@@ -149,7 +149,8 @@ impl KeySet {
     /// Parses a JWK Set. Keys that are not usable for signature verification (encryption keys,
     /// unknown types or curves, short RSA moduli, bad encodings) are skipped, not fatal.
     pub fn parse(body: &[u8]) -> Result<Self, String> {
-        let document: Value = serde_json::from_slice(body).map_err(|e| format!("JWKS is not JSON: {e}"))?;
+        let document: Value =
+            serde_json::from_slice(body).map_err(|e| format!("JWKS is not JSON: {e}"))?;
         let keys = document
             .get("keys")
             .and_then(Value::as_array)
@@ -162,7 +163,10 @@ impl KeySet {
             match parse_jwk(jwk) {
                 Ok(key) => {
                     if let Some(kid) = &key.kid {
-                        set.by_kid.entry(kid.clone()).or_default().push(set.keys.len());
+                        set.by_kid
+                            .entry(kid.clone())
+                            .or_default()
+                            .push(set.keys.len());
                     }
                     set.keys.push(Arc::new(key));
                 }
@@ -221,7 +225,9 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
     }
     let alg = match jwk.get("alg") {
         None => None,
-        Some(Value::String(name)) => Some(parse_algorithm(name).ok_or_else(|| format!("unsupported key alg {name:?}"))?),
+        Some(Value::String(name)) => {
+            Some(parse_algorithm(name).ok_or_else(|| format!("unsupported key alg {name:?}"))?)
+        }
         Some(_) => return Err("key \"alg\" is not a string".into()),
     };
     let kid = match jwk.get("kid") {
@@ -241,7 +247,10 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
             let e = decode("e")?;
             let significant = n.iter().skip_while(|&&b| b == 0).count();
             if significant < MIN_RSA_MODULUS_BYTES {
-                return Err(format!("RSA modulus of {} bits is too short", significant * 8));
+                return Err(format!(
+                    "RSA modulus of {} bits is too short",
+                    significant * 8
+                ));
             }
             let key = DecodingKey::from_rsa_raw_components(&n, &e);
             (KeyKind::Rsa, key, sha256(&[b"RSA", &n, &e]))
@@ -269,7 +278,8 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
             if x.len() != 32 {
                 return Err("Ed25519 key has the wrong size".into());
             }
-            let key = DecodingKey::from_ed_components(member(jwk, "x")?).map_err(|e| format!("bad OKP key: {e}"))?;
+            let key = DecodingKey::from_ed_components(member(jwk, "x")?)
+                .map_err(|e| format!("bad OKP key: {e}"))?;
             (KeyKind::Ed25519, key, sha256(&[b"OKP", &x]))
         }
         other => return Err(format!("unsupported kty {other:?}")),
@@ -293,7 +303,9 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
 pub enum JwksSource {
     Uri(Uri),
     /// `{issuer}/.well-known/openid-configuration`, whose `issuer` must equal this one.
-    Discovery { issuer: String },
+    Discovery {
+        issuer: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -317,12 +329,21 @@ pub fn check_fetch_uri(uri: &Uri, allow_insecure_http: bool) -> Result<(), Strin
     match uri.scheme_str() {
         Some("https") => Ok(()),
         Some("http") => {
-            let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
-            let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
             if loopback || allow_insecure_http {
                 Ok(())
             } else {
-                Err(format!("{uri} is plain http; use https (or allow_insecure_http = true)"))
+                Err(format!(
+                    "{uri} is plain http; use https (or allow_insecure_http = true)"
+                ))
             }
         }
         _ => Err(format!("{uri} is not an http(s) URL")),
@@ -424,11 +445,17 @@ impl JwksCache {
 
     fn lock_state(&self) -> std::sync::MutexGuard<'_, RefreshState> {
         // A panic while holding this lock cannot leave the state inconsistent (plain fields).
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Finds the key for a token, refetching once (coalesced, rate-limited) for an unknown kid.
-    pub async fn key_for(self: &Arc<Self>, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerifyKey>, KeyError> {
+    pub async fn key_for(
+        self: &Arc<Self>,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Arc<VerifyKey>, KeyError> {
         let current = self.usable();
         if let Some(set) = &current {
             match set.select(kid, alg) {
@@ -462,8 +489,12 @@ impl JwksCache {
     fn failed_recently(&self) -> bool {
         let state = self.lock_state();
         state.in_flight.is_none()
-            && state.last_attempt.is_some_and(|last| last.elapsed() < self.settings.unknown_kid_interval)
-            && state.last_success.is_none_or(|ok| ok < state.last_attempt.unwrap_or(ok))
+            && state
+                .last_attempt
+                .is_some_and(|last| last.elapsed() < self.settings.unknown_kid_interval)
+            && state
+                .last_success
+                .is_none_or(|ok| ok < state.last_attempt.unwrap_or(ok))
     }
 
     /// Joins the fetch in flight, or starts one at the earliest moment the rate limit allows.
@@ -474,7 +505,8 @@ impl JwksCache {
                 Some(in_flight) => in_flight.clone(),
                 None => {
                     let wait = state.last_attempt.map_or(Duration::ZERO, |last| {
-                        (last + self.settings.unknown_kid_interval).saturating_duration_since(Instant::now())
+                        (last + self.settings.unknown_kid_interval)
+                            .saturating_duration_since(Instant::now())
                     });
                     let this = self.clone();
                     let fetch = async move {
@@ -504,7 +536,10 @@ impl JwksCache {
                 let mut state = self.lock_state();
                 state.last_success = Some(Instant::now());
                 state.next_refresh_after = max_age.map_or(self.settings.refresh_interval, |age| {
-                    age.clamp(self.settings.min_refresh_interval, self.settings.max_refresh_interval)
+                    age.clamp(
+                        self.settings.min_refresh_interval,
+                        self.settings.max_refresh_interval,
+                    )
                 });
                 drop(state);
                 self.unknown_kids.invalidate_all();
@@ -526,12 +561,15 @@ impl JwksCache {
         let uri = match &self.source {
             JwksSource::Uri(uri) => uri.clone(),
             JwksSource::Discovery { issuer } => {
-                let discovery: Uri = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
-                    .parse()
-                    .map_err(|e| FetchError(format!("bad discovery URL: {e}")))?;
+                let discovery: Uri = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                )
+                .parse()
+                .map_err(|e| FetchError(format!("bad discovery URL: {e}")))?;
                 let (body, _) = self.get(&discovery).await?;
-                let document: Value =
-                    serde_json::from_slice(&body).map_err(|e| FetchError(format!("discovery document is not JSON: {e}")))?;
+                let document: Value = serde_json::from_slice(&body)
+                    .map_err(|e| FetchError(format!("discovery document is not JSON: {e}")))?;
                 if document.get("issuer").and_then(Value::as_str) != Some(issuer.as_str()) {
                     return Err(FetchError("discovery document names another issuer".into()));
                 }
@@ -541,7 +579,8 @@ impl JwksCache {
                     .ok_or_else(|| FetchError("discovery document has no jwks_uri".into()))?
                     .parse()
                     .map_err(|e| FetchError(format!("discovery jwks_uri is not a URL: {e}")))?;
-                check_fetch_uri(&jwks_uri, self.settings.allow_insecure_http).map_err(FetchError)?;
+                check_fetch_uri(&jwks_uri, self.settings.allow_insecure_http)
+                    .map_err(FetchError)?;
                 jwks_uri
             }
         };
@@ -559,10 +598,11 @@ impl JwksCache {
             .header(header::ACCEPT, "application/json")
             .body(empty())
             .map_err(|e| FetchError(format!("bad request: {e}")))?;
-        let response = tokio::time::timeout(self.settings.fetch_timeout, self.client.request(request))
-            .await
-            .map_err(|_| FetchError(format!("{uri}: timed out")))?
-            .map_err(|e| FetchError(format!("{uri}: {e}")))?;
+        let response =
+            tokio::time::timeout(self.settings.fetch_timeout, self.client.request(request))
+                .await
+                .map_err(|_| FetchError(format!("{uri}: timed out")))?
+                .map_err(|e| FetchError(format!("{uri}: {e}")))?;
         if response.status() != StatusCode::OK {
             return Err(FetchError(format!("{uri}: status {}", response.status())));
         }
@@ -582,7 +622,10 @@ impl JwksCache {
                 let frame = frame.map_err(|e| FetchError(format!("{uri}: {e}")))?;
                 if let Ok(data) = frame.into_data() {
                     if collected.len() + data.len() > self.settings.max_bytes {
-                        return Err(FetchError(format!("{uri}: larger than {} bytes", self.settings.max_bytes)));
+                        return Err(FetchError(format!(
+                            "{uri}: larger than {} bytes",
+                            self.settings.max_bytes
+                        )));
                     }
                     collected.extend_from_slice(&data);
                 }
@@ -609,8 +652,11 @@ impl JwksCache {
                     }
                     Err(_) => {
                         failures = failures.saturating_add(1);
-                        let backoff = Duration::from_millis(250u64.saturating_mul(1 << failures.min(8)));
-                        backoff.min(this.settings.refresh_interval).max(this.settings.unknown_kid_interval)
+                        let backoff =
+                            Duration::from_millis(250u64.saturating_mul(1 << failures.min(8)));
+                        backoff
+                            .min(this.settings.refresh_interval)
+                            .max(this.settings.unknown_kid_interval)
                     }
                 };
                 drop(this);

@@ -92,9 +92,13 @@ impl TokenError {
     pub fn description(self) -> &'static str {
         match self {
             TokenError::Expired => "The access token expired",
-            TokenError::NotYetValid | TokenError::IssuedInFuture => "The access token is not valid yet",
+            TokenError::NotYetValid | TokenError::IssuedInFuture => {
+                "The access token is not valid yet"
+            }
             TokenError::AudienceMismatch => "The access token is not meant for this service",
-            TokenError::UnknownIssuer | TokenError::ProviderNotAccepted => "The access token issuer is not accepted here",
+            TokenError::UnknownIssuer | TokenError::ProviderNotAccepted => {
+                "The access token issuer is not accepted here"
+            }
             _ => "The access token is invalid",
         }
     }
@@ -164,7 +168,9 @@ impl Provider {
     fn still_has_key(&self, fingerprint: &[u8; 32]) -> bool {
         match &self.keys {
             ProviderKeys::Secret(set) => set.contains(fingerprint),
-            ProviderKeys::Jwks(cache) => cache.usable().is_some_and(|set| set.contains(fingerprint)),
+            ProviderKeys::Jwks(cache) => {
+                cache.usable().is_some_and(|set| set.contains(fingerprint))
+            }
         }
     }
 
@@ -190,7 +196,12 @@ const MAX_CACHE_TTL: Duration = Duration::from_secs(300);
 struct CacheExpiry;
 
 impl moka::Expiry<[u8; 32], CachedToken> for CacheExpiry {
-    fn expire_after_create(&self, _key: &[u8; 32], value: &CachedToken, _created_at: std::time::Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &CachedToken,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
         Some(value.ttl)
     }
 }
@@ -243,7 +254,11 @@ impl Verifier {
     }
 
     /// Verifies `token` for a route accepting `accepted` providers.
-    pub async fn verify(&self, token: &str, accepted: &Accepted) -> Result<Arc<VerifiedToken>, VerifyError> {
+    pub async fn verify(
+        &self,
+        token: &str,
+        accepted: &Accepted,
+    ) -> Result<Arc<VerifiedToken>, VerifyError> {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::TooLarge.into());
         }
@@ -252,7 +267,9 @@ impl Verifier {
         if let Some(hit) = self.cache.get(&cache_key) {
             if let Some(index) = self.provider_index(&hit.token.provider) {
                 let provider = &self.providers[index];
-                if provider.fingerprint == hit.provider_fingerprint && provider.still_has_key(&hit.key_fingerprint) {
+                if provider.fingerprint == hit.provider_fingerprint
+                    && provider.still_has_key(&hit.key_fingerprint)
+                {
                     if !accepted.contains(&index) {
                         return Err(TokenError::ProviderNotAccepted.into());
                     }
@@ -268,7 +285,9 @@ impl Verifier {
         let ttl = verified
             .expires_at
             .map_or(MAX_CACHE_TTL, |exp| {
-                Duration::from_secs(u64::try_from(exp.saturating_add(leeway).saturating_sub(now)).unwrap_or(0))
+                Duration::from_secs(
+                    u64::try_from(exp.saturating_add(leeway).saturating_sub(now)).unwrap_or(0),
+                )
             })
             .min(MAX_CACHE_TTL);
         let verified = Arc::new(verified);
@@ -299,7 +318,10 @@ impl Verifier {
             return Err(TokenError::Malformed.into());
         };
         let header = decode_object(header_b64)?;
-        let alg_name = header.get("alg").and_then(Value::as_str).ok_or(TokenError::Malformed)?;
+        let alg_name = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .ok_or(TokenError::Malformed)?;
         if alg_name.eq_ignore_ascii_case("none") {
             return Err(TokenError::AlgNone.into());
         }
@@ -318,7 +340,10 @@ impl Verifier {
             Some(Value::String(issuer)) => issuer.as_str(),
             Some(_) => return Err(TokenError::InvalidClaimType("iss").into()),
         };
-        let &index = self.by_issuer.get(issuer).ok_or(TokenError::UnknownIssuer)?;
+        let &index = self
+            .by_issuer
+            .get(issuer)
+            .ok_or(TokenError::UnknownIssuer)?;
         if !accepted.contains(&index) {
             return Err(TokenError::ProviderNotAccepted.into());
         }
@@ -375,7 +400,10 @@ pub fn normalize_typ(typ: &str) -> String {
     }
 }
 
-fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, TokenError> {
+fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<i64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => {
@@ -392,7 +420,10 @@ fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Optio
     }
 }
 
-fn optional_string(claims: &Map<String, Value>, name: &'static str) -> Result<Option<String>, TokenError> {
+fn optional_string(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<String>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -400,7 +431,11 @@ fn optional_string(claims: &Map<String, Value>, name: &'static str) -> Result<Op
     }
 }
 
-fn check_claims(provider: &Provider, claims: Map<String, Value>, kid: Option<String>) -> Result<VerifiedToken, TokenError> {
+fn check_claims(
+    provider: &Provider,
+    claims: Map<String, Value>,
+    kid: Option<String>,
+) -> Result<VerifiedToken, TokenError> {
     let expires_at = numeric_date(&claims, "exp")?;
     let not_before = numeric_date(&claims, "nbf")?;
     let issued_at = numeric_date(&claims, "iat")?;
@@ -428,7 +463,11 @@ fn check_claims(provider: &Provider, claims: Map<String, Value>, kid: Option<Str
         }
         Some(_) => return Err(TokenError::InvalidClaimType("aud")),
     }
-    if provider.required_claims.iter().any(|name| !claims.contains_key(name)) {
+    if provider
+        .required_claims
+        .iter()
+        .any(|name| !claims.contains_key(name))
+    {
         return Err(TokenError::MissingRequiredClaim);
     }
     Ok(VerifiedToken {
@@ -470,7 +509,9 @@ fn decode_object(part: &str) -> Result<Map<String, Value>, TokenError> {
     if part.is_empty() {
         return Err(TokenError::Malformed);
     }
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| TokenError::Malformed)?;
     match serde_json::from_slice::<StrictValue>(&bytes) {
         Ok(StrictValue(Value::Object(map))) => Ok(map),
         Ok(_) => Err(TokenError::Malformed),

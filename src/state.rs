@@ -42,8 +42,13 @@ impl Snapshot {
     /// Builds a snapshot; must run inside the tokio runtime (it starts JWKS refreshers and the
     /// denylist watcher).
     pub fn build(config: &Config) -> Result<Self, String> {
-        let routes = RouteTable::new(config.routes.clone())
-            .map_err(|conflicts| conflicts.into_iter().map(|(_, m)| m).collect::<Vec<_>>().join("; "))?;
+        let routes = RouteTable::new(config.routes.clone()).map_err(|conflicts| {
+            conflicts
+                .into_iter()
+                .map(|(_, m)| m)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
         let mut pools: HashMap<ClientKey, UpstreamClient> = HashMap::new();
         let mut clients = Vec::with_capacity(routes.len());
         for route in routes.routes() {
@@ -74,7 +79,7 @@ impl Snapshot {
                         jwks.settings.clone(),
                         jwks.ca_bundle.as_deref(),
                     )
-                        .map_err(|e| format!("provider {:?}: {e}", settings.name))?;
+                    .map_err(|e| format!("provider {:?}: {e}", settings.name))?;
                     background.push(cache.spawn_refresher());
                     ProviderKeys::Jwks(cache)
                 }
@@ -92,13 +97,20 @@ impl Snapshot {
                 fingerprint: settings.fingerprint,
             }));
         }
-        let verifier = Verifier::new(providers, config.auth.max_token_bytes, config.auth.token_cache_entries);
+        let verifier = Verifier::new(
+            providers,
+            config.auth.max_token_bytes,
+            config.auth.token_cache_entries,
+        );
         let accepted = routes
             .routes()
             .iter()
             .map(|route| match &route.auth.providers {
                 None => (0..verifier.providers().len()).collect(),
-                Some(names) => names.iter().filter_map(|name| verifier.provider_index(name)).collect(),
+                Some(names) => names
+                    .iter()
+                    .filter_map(|name| verifier.provider_index(name))
+                    .collect(),
             })
             .collect();
 

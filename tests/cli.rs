@@ -84,7 +84,10 @@ fn check_lists_every_semantic_error_and_unreadable_tls_files() {
         output.contains("route name \"a\" is used twice"),
         "{output}"
     );
-    assert!(output.contains(":6:1: route \"a\" requires authentication but no provider can serve it"), "{output}");
+    assert!(
+        output.contains(":6:1: route \"a\" requires authentication but no provider can serve it"),
+        "{output}"
+    );
     assert!(output.contains("4 error(s)"), "{output}");
 
     // A certificate file that is not PEM is refused at the cert value.

@@ -358,15 +358,28 @@ fn build_auth(
     at: &Locator<'_>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<AuthSettings> {
-    let realm = section.realm.clone().unwrap_or_else(|| file::DEFAULT_REALM.to_string());
-    if realm.is_empty() || realm.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
-        errors.push(at.error_unplaced("auth.realm may not be empty or hold quotes, backslashes or control characters"));
+    let realm = section
+        .realm
+        .clone()
+        .unwrap_or_else(|| file::DEFAULT_REALM.to_string());
+    if realm.is_empty()
+        || realm
+            .chars()
+            .any(|c| c == '"' || c == '\\' || c.is_control())
+    {
+        errors.push(at.error_unplaced(
+            "auth.realm may not be empty or hold quotes, backslashes or control characters",
+        ));
     }
     let max_token_bytes = section
         .max_token_bytes
         .as_ref()
         .map_or(file::DEFAULT_MAX_TOKEN_BYTES, |v| *v.get_ref());
-    if let Some(value) = section.max_token_bytes.as_ref().filter(|v| *v.get_ref() < 256) {
+    if let Some(value) = section
+        .max_token_bytes
+        .as_ref()
+        .filter(|v| *v.get_ref() < 256)
+    {
         errors.push(at.error_at(value.span().start, "max_token_bytes must be at least 256"));
     }
     let identity = match crate::identity::IdentityRules::build_located(&section.identity) {
@@ -402,7 +415,9 @@ fn build_auth(
     Some(AuthSettings {
         realm: Arc::from(realm),
         max_token_bytes,
-        token_cache_entries: section.token_cache_entries.unwrap_or(file::DEFAULT_TOKEN_CACHE_ENTRIES),
+        token_cache_entries: section
+            .token_cache_entries
+            .unwrap_or(file::DEFAULT_TOKEN_CACHE_ENTRIES),
         identity: identity?,
         denylist,
     })
@@ -421,39 +436,84 @@ fn build_providers(
         let p = section.get_ref();
         let name = p.name.get_ref();
         let mut fail = |offset: usize, message: String| errors.push(at.error_at(offset, message));
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
-            fail(p.name.span().start, format!("provider name {name:?} may use only letters, digits, '-', '_' and '.'"));
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            fail(
+                p.name.span().start,
+                format!("provider name {name:?} may use only letters, digits, '-', '_' and '.'"),
+            );
         }
         if providers.iter().any(|other| &*other.name == name.as_str()) {
-            fail(p.name.span().start, format!("provider name {name:?} is used twice"));
+            fail(
+                p.name.span().start,
+                format!("provider name {name:?} is used twice"),
+            );
         }
         let issuer = p.issuer.get_ref();
         if issuer.is_empty() {
             fail(p.issuer.span().start, "issuer may not be empty".into());
         }
-        if providers.iter().any(|other| &*other.issuer == issuer.as_str()) {
-            fail(p.issuer.span().start, format!("issuer {issuer:?} belongs to two providers; tokens are dispatched by iss"));
+        if providers
+            .iter()
+            .any(|other| &*other.issuer == issuer.as_str())
+        {
+            fail(
+                p.issuer.span().start,
+                format!("issuer {issuer:?} belongs to two providers; tokens are dispatched by iss"),
+            );
         }
         if p.audiences.get_ref().is_empty() || p.audiences.get_ref().iter().any(String::is_empty) {
-            fail(p.audiences.span().start, "audiences must list at least one non-empty audience".into());
+            fail(
+                p.audiences.span().start,
+                "audiences must list at least one non-empty audience".into(),
+            );
         }
-        let algorithms: Vec<jsonwebtoken::Algorithm> = p.algorithms.get_ref().iter().map(|a| a.0).collect();
-        let symmetric = algorithms.iter().filter(|a| matches!(a, HS256 | HS384 | HS512)).count();
+        let algorithms: Vec<jsonwebtoken::Algorithm> =
+            p.algorithms.get_ref().iter().map(|a| a.0).collect();
+        let symmetric = algorithms
+            .iter()
+            .filter(|a| matches!(a, HS256 | HS384 | HS512))
+            .count();
         if algorithms.is_empty() {
-            fail(p.algorithms.span().start, "algorithms must list at least one algorithm".into());
+            fail(
+                p.algorithms.span().start,
+                "algorithms must list at least one algorithm".into(),
+            );
         }
-        let sources = usize::from(p.jwks_uri.is_some()) + usize::from(p.discovery) + usize::from(p.secret.is_some());
+        let sources = usize::from(p.jwks_uri.is_some())
+            + usize::from(p.discovery)
+            + usize::from(p.secret.is_some());
         if sources != 1 {
-            fail(start, format!("provider {name:?} needs exactly one of jwks_uri, discovery = true, or secret"));
+            fail(
+                start,
+                format!(
+                    "provider {name:?} needs exactly one of jwks_uri, discovery = true, or secret"
+                ),
+            );
             continue;
         }
         let settings = JwksSettings {
-            refresh_interval: p.jwks_refresh_interval.map_or(file::DEFAULT_JWKS_REFRESH_INTERVAL, |d| d.0),
-            min_refresh_interval: p.jwks_min_refresh_interval.map_or(file::DEFAULT_JWKS_MIN_REFRESH_INTERVAL, |d| d.0),
-            max_refresh_interval: p.jwks_max_refresh_interval.map_or(file::DEFAULT_JWKS_MAX_REFRESH_INTERVAL, |d| d.0),
-            unknown_kid_interval: p.jwks_unknown_kid_interval.map_or(file::DEFAULT_JWKS_UNKNOWN_KID_INTERVAL, |d| d.0),
-            max_staleness: p.jwks_max_staleness.map_or(file::DEFAULT_JWKS_MAX_STALENESS, |d| d.0),
-            fetch_timeout: p.jwks_fetch_timeout.map_or(file::DEFAULT_JWKS_FETCH_TIMEOUT, |d| d.0),
+            refresh_interval: p
+                .jwks_refresh_interval
+                .map_or(file::DEFAULT_JWKS_REFRESH_INTERVAL, |d| d.0),
+            min_refresh_interval: p
+                .jwks_min_refresh_interval
+                .map_or(file::DEFAULT_JWKS_MIN_REFRESH_INTERVAL, |d| d.0),
+            max_refresh_interval: p
+                .jwks_max_refresh_interval
+                .map_or(file::DEFAULT_JWKS_MAX_REFRESH_INTERVAL, |d| d.0),
+            unknown_kid_interval: p
+                .jwks_unknown_kid_interval
+                .map_or(file::DEFAULT_JWKS_UNKNOWN_KID_INTERVAL, |d| d.0),
+            max_staleness: p
+                .jwks_max_staleness
+                .map_or(file::DEFAULT_JWKS_MAX_STALENESS, |d| d.0),
+            fetch_timeout: p
+                .jwks_fetch_timeout
+                .map_or(file::DEFAULT_JWKS_FETCH_TIMEOUT, |d| d.0),
             max_bytes: p.jwks_max_bytes.unwrap_or(file::DEFAULT_JWKS_MAX_BYTES),
             allow_insecure_http: p.allow_insecure_http,
         };
@@ -502,11 +562,19 @@ fn build_providers(
                             fail(p.issuer.span().start, format!("discovery: {message}"));
                         }
                     }
-                    _ => fail(p.issuer.span().start, "discovery needs an issuer that is an http(s) URL".into()),
+                    _ => fail(
+                        p.issuer.span().start,
+                        "discovery needs an issuer that is an http(s) URL".into(),
+                    ),
                 }
-                JwksSource::Discovery { issuer: issuer.clone() }
+                JwksSource::Discovery {
+                    issuer: issuer.clone(),
+                }
             };
-            let ca_bundle = p.ca_bundle.as_ref().and_then(|path| ca_bundle_file(path, base_dir, at, errors));
+            let ca_bundle = p
+                .ca_bundle
+                .as_ref()
+                .and_then(|path| ca_bundle_file(path, base_dir, at, errors));
             ProviderKeySettings::Jwks(Box::new(JwksKeySettings {
                 source,
                 settings,
@@ -521,13 +589,20 @@ fn build_providers(
             ProviderKeySettings::Jwks(_) => [0; 32],
         };
         let described = match &keys {
-            ProviderKeySettings::Jwks(jwks) => format!("{:?}{:?}{:?}", jwks.source, jwks.settings, jwks.ca_bundle),
+            ProviderKeySettings::Jwks(jwks) => {
+                format!("{:?}{:?}{:?}", jwks.source, jwks.settings, jwks.ca_bundle)
+            }
             ProviderKeySettings::Secret(_) => String::new(),
         };
         let fingerprint = crate::jwks::sha256(&[
             name.as_bytes(),
             issuer.as_bytes(),
-            format!("{:?}{algorithms:?}{leeway:?}{:?}{require_exp}{typ:?}{described}", p.audiences.get_ref(), p.required_claims).as_bytes(),
+            format!(
+                "{:?}{algorithms:?}{leeway:?}{:?}{require_exp}{typ:?}{described}",
+                p.audiences.get_ref(),
+                p.required_claims
+            )
+            .as_bytes(),
             &secret_digest,
         ]);
         providers.push(ProviderSettings {
@@ -564,7 +639,10 @@ fn route_auth(
     let accepted = route.providers.as_ref().map(|list| {
         for provider in list.get_ref() {
             if !providers.iter().any(|p| &*p.name == provider.as_str()) {
-                errors.push(at.error_at(list.span().start, format!("route {name:?}: no provider is named {provider:?}")));
+                errors.push(at.error_at(
+                    list.span().start,
+                    format!("route {name:?}: no provider is named {provider:?}"),
+                ));
             }
         }
         list.get_ref().clone()
@@ -576,7 +654,9 @@ fn route_auth(
             }
         }
         AuthMode::Optional | AuthMode::Required => {
-            let servable = accepted.as_ref().map_or(!providers.is_empty(), |list| !list.is_empty());
+            let servable = accepted
+                .as_ref()
+                .map_or(!providers.is_empty(), |list| !list.is_empty());
             if !servable {
                 errors.push(at.error_at(offset, format!(
                     "route {name:?} requires authentication but no provider can serve it; add a [[provider]] or set auth = \"public\""

@@ -27,7 +27,6 @@ macro_rules! string_value {
     };
 }
 
-
 pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -156,24 +155,28 @@ pub struct ProviderSection {
 /// A JWS algorithm name from the allowlist authgate supports (never `none`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlgorithmName(pub jsonwebtoken::Algorithm);
-string_value!(AlgorithmName, "one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512", |raw| {
-    use jsonwebtoken::Algorithm::*;
-    Ok(AlgorithmName(match raw {
-        "RS256" => RS256,
-        "RS384" => RS384,
-        "RS512" => RS512,
-        "PS256" => PS256,
-        "PS384" => PS384,
-        "PS512" => PS512,
-        "ES256" => ES256,
-        "ES384" => ES384,
-        "EdDSA" => EdDSA,
-        "HS256" => HS256,
-        "HS384" => HS384,
-        "HS512" => HS512,
-        _ => return Err(format!("{raw:?} is not a supported algorithm")),
-    }))
-});
+string_value!(
+    AlgorithmName,
+    "one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512",
+    |raw| {
+        use jsonwebtoken::Algorithm::*;
+        Ok(AlgorithmName(match raw {
+            "RS256" => RS256,
+            "RS384" => RS384,
+            "RS512" => RS512,
+            "PS256" => PS256,
+            "PS384" => PS384,
+            "PS512" => PS512,
+            "ES256" => ES256,
+            "ES384" => ES384,
+            "EdDSA" => EdDSA,
+            "HS256" => HS256,
+            "HS384" => HS384,
+            "HS512" => HS512,
+            _ => return Err(format!("{raw:?} is not a supported algorithm")),
+        }))
+    }
+);
 
 /// Where a claim lives: a JSON Pointer (`"/realm_access/roles"`, RFC 6901) or an array of
 /// segments (`["https://example.com/roles"]`), so names holding dots or slashes are reachable.
@@ -189,9 +192,13 @@ impl<'de> Deserialize<'de> for ClaimPath {
             Segments(Vec<String>),
         }
         match Written::deserialize(deserializer)? {
-            Written::Pointer(pointer) => parse_json_pointer(&pointer).map(ClaimPath).map_err(de::Error::custom),
+            Written::Pointer(pointer) => parse_json_pointer(&pointer)
+                .map(ClaimPath)
+                .map_err(de::Error::custom),
             Written::Segments(segments) if !segments.is_empty() => Ok(ClaimPath(segments)),
-            Written::Segments(_) => Err(de::Error::custom("a claim path needs at least one segment")),
+            Written::Segments(_) => {
+                Err(de::Error::custom("a claim path needs at least one segment"))
+            }
         }
     }
 }
@@ -205,7 +212,9 @@ fn parse_json_pointer(pointer: &str) -> Result<Vec<String>, String> {
     rest.split('/')
         .map(|segment| {
             if segment.replace("~0", "").replace("~1", "").contains('~') {
-                return Err(format!("claim path {pointer:?} has a \"~\" not followed by 0 or 1"));
+                return Err(format!(
+                    "claim path {pointer:?} has a \"~\" not followed by 0 or 1"
+                ));
             }
             Ok(segment.replace("~1", "/").replace("~0", "~"))
         })
@@ -213,7 +222,10 @@ fn parse_json_pointer(pointer: &str) -> Result<Vec<String>, String> {
 }
 
 impl ClaimPath {
-    pub fn lookup<'a>(&self, claims: &'a serde_json::Map<String, serde_json::Value>) -> Option<&'a serde_json::Value> {
+    pub fn lookup<'a>(
+        &self,
+        claims: &'a serde_json::Map<String, serde_json::Value>,
+    ) -> Option<&'a serde_json::Value> {
         let (first, rest) = self.0.split_first()?;
         let mut value = claims.get(first)?;
         for segment in rest {

@@ -1,6 +1,6 @@
 //! Shared test plumbing: gateways started in-process on ephemeral loopback ports, the echo
 //! upstream, certificates generated per test, and HTTP/1.1, HTTP/2 (TLS) and h2c clients.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -215,4 +215,49 @@ pub async fn eventually(deadline: Duration, mut check: impl FnMut() -> bool) -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     check()
+}
+
+pub use authgate::issuer::{JwksServer, SigningKey};
+pub use jsonwebtoken::Algorithm;
+
+pub fn now() -> i64 {
+    authgate::jwt::now_unix()
+}
+
+/// A request with `Authorization: Bearer <token>`.
+pub fn bearer(uri: &str, token: &str) -> Request<Full<Bytes>> {
+    Request::get(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// Standard valid claims for `issuer`, audience "api", subject `sub`, valid for an hour.
+pub fn claims(issuer: &str, sub: &str) -> serde_json::Value {
+    serde_json::json!({
+        "iss": issuer,
+        "aud": "api",
+        "sub": sub,
+        "iat": now() - 10,
+        "exp": now() + 3600,
+        "jti": format!("jti-{sub}"),
+    })
+}
+
+/// Polls an async check every 50 ms until it holds or `deadline` passes.
+pub async fn eventually_async<F, Fut>(deadline: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if check().await {
+            return true;
+        }
+        if start.elapsed() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
