@@ -246,3 +246,127 @@ async fn a_bad_config_stops_run_with_the_located_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_its_printed_tokens_as_documented() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((name, value)) = line.trim().split_once('=') {
+                if ["VALID", "EXPIRED", "REVOKED", "UNSCOPED"].contains(&name) {
+                    let _ = tx.send((name.to_string(), value.to_string()));
+                }
+            }
+        }
+    });
+    let mut tokens = std::collections::HashMap::new();
+    while tokens.len() < 4 {
+        let (name, value) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("demo did not print its tokens");
+        tokens.insert(name, value);
+    }
+    let base = format!("http://127.0.0.1:{port}");
+    let up = eventually_async(Duration::from_secs(20), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(up, "demo never listened");
+    let client = h1_client();
+    let reply = send(
+        &client,
+        bearer(&format!("{base}/echo/hello"), &tokens["VALID"]),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.upstream_header("x-auth-subject"), vec!["alice"]);
+    let reply = send(&client, get(&format!("{base}/echo/hello"))).await;
+    assert_eq!(
+        (reply.status, reply.reason().as_str()),
+        (401, "missing_credential")
+    );
+    for (name, path, status, reason) in [
+        ("EXPIRED", "/echo/x", 401, "token_expired"),
+        ("REVOKED", "/echo/x", 401, "revoked_token"),
+        ("UNSCOPED", "/orders/1", 403, "insufficient_scope"),
+    ] {
+        let reply = send(&client, bearer(&format!("{base}{path}"), &tokens[name])).await;
+        assert_eq!(
+            (reply.status, reply.reason().as_str()),
+            (status, reason),
+            "{name}"
+        );
+    }
+    signal(&child, "TERM");
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .expect("demo did not exit on SIGTERM");
+    assert!(status.success());
+}
+
+/// 1-based line of the first line containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[test]
+fn check_locates_auth_config_errors() {
+    let dir = temp_dir("check-auth");
+    let file = dir.join("authgate.toml");
+    let provider = "[[provider]]\nname = \"p\"\nissuer = \"https://idp.example\"\naudiences = [\"api\"]\nalgorithms = [\"RS256\"]\n";
+    // (config after the listener, the text on the offending line, expected message part)
+    let cases: Vec<(String, &str, &str)> = vec![
+        (format!("{provider}jwks_uri = \"http://idp.example/jwks\"\n"), "jwks_uri", "plain http"),
+        (format!("{provider}jwks_uri = \"https://idp.example/jwks\"\nsecret = \"x\"\n"), "[[provider]]", "exactly one of jwks_uri, discovery = true, or secret"),
+        ("[[provider]]\nname = \"h\"\nissuer = \"i\"\naudiences = [\"api\"]\nalgorithms = [\"HS256\"]\nsecret = \"too-short\"\n".into(), "secret", "at least 32 bytes"),
+        ("[[provider]]\nname = \"h\"\nissuer = \"i\"\naudiences = [\"api\"]\nalgorithms = [\"none\"]\nsecret = \"x\"\n".into(), "algorithms", "not a supported algorithm"),
+        (format!("{provider}jwks_uri = \"https://idp.example/jwks\"\naudiences_typo = 1\n"), "audiences_typo", "unknown field"),
+        (format!("{provider}jwks_uri = \"https://idp.example/jwks\"\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://x\"\nproviders = [\"nope\"]\n"), "providers = ", "no provider is named \"nope\""),
+        (format!("{provider}jwks_uri = \"https://idp.example/jwks\"\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://x\"\nauth = \"public\"\n[route.policy]\nscopes_all = [\"a\"]\n"), "[[route]]", "is public"),
+        (format!("{provider}jwks_uri = \"https://idp.example/jwks\"\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://x\"\n[route.policy]\nroles_claim = \"roles\"\nroles_any = [\"a\"]\n"), "roles_claim", "JSON Pointer"),
+        (format!("{provider}jwks_uri = \"https://idp.example/jwks\"\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://x\"\nauth = \"sometimes\"\n"), "auth = ", "unknown variant"),
+        ("[auth.identity]\nprefix = \"\"\n".into(), "prefix", "prefix"),
+    ];
+    for (body, marker, message) in &cases {
+        let text = format!("{VALID_HEAD}{body}");
+        let (ok, output) = check(&dir, &text);
+        assert!(!ok, "accepted:\n{text}");
+        let expected = format!("{}:{}:", file.display(), line_of(&text, marker));
+        assert!(
+            output.contains(&expected),
+            "want {expected} {message:?}, got:\n{output}\nfor:\n{text}"
+        );
+        assert!(output.contains(message), "want {message:?}, got:\n{output}");
+    }
+
+    // A bad denylist file is reported with its own file, line and column.
+    std::fs::write(
+        dir.join("deny.toml"),
+        "[[token]]\nissuer = \"i\"\njti = \"\"\n",
+    )
+    .unwrap();
+    let text = format!("{VALID_HEAD}[auth]\ndenylist = \"deny.toml\"\n");
+    let (ok, output) = check(&dir, &text);
+    assert!(!ok);
+    assert!(
+        output.contains(&format!("{}:3:", dir.join("deny.toml").display())),
+        "{output}"
+    );
+}
