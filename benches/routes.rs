@@ -28,6 +28,7 @@ fn table(count: usize) -> RouteTable {
             response_timeout: Duration::from_secs(1),
             ca_bundle: None,
             path_rules: PathRules::default(),
+            upstream_protocol: Default::default(),
             auth: Default::default(),
         })
         .collect();

@@ -13,15 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::body::{is_body_idle_timeout, Body, IdleTimeoutBody};
+use crate::config::file::UpstreamProtocol;
 use crate::config::UpstreamDefaults;
 use crate::error::GatewayError;
 use crate::route::Route;
@@ -87,12 +88,14 @@ type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
 #[derive(Clone)]
 pub struct UpstreamClient {
     client: HttpsClient,
+    protocol: UpstreamProtocol,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientKey {
     pub connect_timeout: Duration,
     pub ca_bundle: Option<PathBuf>,
+    pub protocol: UpstreamProtocol,
 }
 
 impl ClientKey {
@@ -100,6 +103,7 @@ impl ClientKey {
         ClientKey {
             connect_timeout: route.connect_timeout,
             ca_bundle: route.ca_bundle.clone(),
+            protocol: route.upstream_protocol,
         }
     }
 }
@@ -113,16 +117,32 @@ impl UpstreamClient {
         http.set_connect_timeout(Some(key.connect_timeout));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
+            .https_or_http();
+        // ALPN offers only the protocol the route asked for, so an h2 route never falls back.
+        let connector = match key.protocol {
+            UpstreamProtocol::Http1 => connector.enable_http1().wrap_connector(http),
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
+                connector.enable_http2().wrap_connector(http)
+            }
+        };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(defaults.pool_idle_timeout)
-            .pool_max_idle_per_host(defaults.max_idle_per_host)
-            .build(connector);
-        Ok(UpstreamClient { client })
+            .pool_max_idle_per_host(defaults.max_idle_per_host);
+        if key.protocol != UpstreamProtocol::Http1 {
+            // One multiplexed connection per upstream; pings find a dead peer between requests.
+            builder
+                .http2_only(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .http2_keep_alive_timeout(Duration::from_secs(10))
+                .http2_adaptive_window(true);
+        }
+        Ok(UpstreamClient {
+            client: builder.build(connector),
+            protocol: key.protocol,
+        })
     }
 }
 
@@ -190,6 +210,30 @@ pub struct Outbound<'a> {
     pub path: &'a str,
     /// The host the client addressed, with its port, as received.
     pub original_host: Option<&'a str>,
+    /// The `Upgrade` value of a WebSocket handshake, taken before hop-by-hop removal.
+    pub upgrade: Option<HeaderValue>,
+    pub upgrade_idle_timeout: Duration,
+}
+
+/// The `Upgrade` header of an HTTP/1.1 WebSocket handshake (`Connection: upgrade` and
+/// `Upgrade: websocket`); any other upgrade (e.g. `h2c`) is not passed on.
+pub fn websocket_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let headers = req.headers();
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let upgrade = headers.get(header::UPGRADE)?;
+    let websocket = upgrade.to_str().is_ok_and(|v| {
+        v.split(',')
+            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+    });
+    (connection_upgrade && websocket).then(|| upgrade.clone())
 }
 
 /// The upstream URI: the route's base path, the matched path (prefix stripped if configured)
@@ -312,11 +356,26 @@ fn join_cookies(headers: &mut HeaderMap) {
 /// Sends the request upstream and returns its response, streaming both bodies.
 pub async fn send(
     out: Outbound<'_>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
+    let client_upgrade = out.upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     parts.uri = upstream_uri(out.route, out.path, parts.uri.query())?;
-    parts.version = Version::HTTP_11;
+    parts.version = match out.client.protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => Version::HTTP_2,
+    };
+    if let Some(upgrade) = &out.upgrade {
+        if out.client.protocol != UpstreamProtocol::Http1 {
+            return Err(GatewayError::BadRequest {
+                reason: "upgrade_unsupported",
+            });
+        }
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, upgrade.clone());
+    }
     for name in PATH_OVERRIDES {
         parts.headers.remove(name);
     }
@@ -345,12 +404,56 @@ pub async fn send(
         Ok(Err(error)) => return Err(classify(&error)),
         Ok(Ok(response)) => response,
     };
+    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
+        (client_upgrade, response.status())
+    {
+        return Ok(tunnel(client_upgrade, response, out.upgrade_idle_timeout));
+    }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(
         parts,
         body.map_err(Into::into).boxed(),
     ))
+}
+
+/// Answers the client's handshake with the upstream's `101` and splices the two upgraded
+/// connections once both sides have switched.
+fn tunnel(
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    mut response: Response<Incoming>,
+    idle: Duration,
+) -> Response<Body> {
+    let upstream_upgrade = hyper::upgrade::on(&mut response);
+    let (mut parts, _) = response.into_parts();
+    let upgrade = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(upgrade) = upgrade {
+        parts.headers.insert(header::UPGRADE, upgrade);
+    }
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+            Ok(both) => both,
+            Err(error) => {
+                tracing::debug!(%error, "upgrade did not complete");
+                return;
+            }
+        };
+        match crate::tunnel::splice(TokioIo::new(client), TokioIo::new(upstream), idle).await {
+            Ok((up, down)) => {
+                tracing::debug!(
+                    bytes_to_upstream = up,
+                    bytes_to_client = down,
+                    "tunnel closed"
+                )
+            }
+            Err(error) => tracing::debug!(%error, "tunnel ended"),
+        }
+    });
+    Response::from_parts(parts, crate::body::empty())
 }
 
 fn classify(error: &hyper_util::client::legacy::Error) -> GatewayError {
@@ -407,6 +510,7 @@ mod tests {
             response_timeout: Duration::from_secs(1),
             ca_bundle: None,
             path_rules: PathRules::default(),
+            upstream_protocol: Default::default(),
             auth: Default::default(),
         }
     }

@@ -114,6 +114,8 @@ async fn pipeline(
             return Err(GatewayError::BadRequest { reason });
         }
     }
+    // Read before hop-by-hop removal; the upgrade is re-requested from the upstream by forward.
+    let upgrade = forward::websocket_upgrade(&req);
     // Hop-by-hop first, so `Connection: x-auth-subject` cannot remove an injected header.
     forward::strip_hop_by_hop(req.headers_mut());
     snapshot.identity.strip(req.headers_mut());
@@ -161,6 +163,8 @@ async fn pipeline(
         peer,
         path: &normalized.path,
         original_host: host.as_ref().map(|h| h.original.as_str()),
+        upgrade,
+        upgrade_idle_timeout: snapshot.upgrade_idle_timeout,
     };
     forward::send(outbound, req).await
 }

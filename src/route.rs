@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use http::Method;
 
-use crate::config::file::{AuthMode, HostPattern, UpstreamUrl};
+use crate::config::file::{AuthMode, HostPattern, UpstreamProtocol, UpstreamUrl};
 use crate::policy::Policy;
 
 /// What a route allows in a path that normalisation could not make plain.
@@ -40,6 +40,7 @@ pub struct Route {
     pub response_timeout: Duration,
     pub ca_bundle: Option<std::path::PathBuf>,
     pub path_rules: PathRules,
+    pub upstream_protocol: UpstreamProtocol,
     pub auth: RouteAuth,
 }
 
@@ -228,6 +229,7 @@ mod tests {
             response_timeout: Duration::from_secs(1),
             ca_bundle: None,
             path_rules: PathRules::default(),
+            upstream_protocol: UpstreamProtocol::Http1,
             auth: RouteAuth::default(),
         }
     }

@@ -4,22 +4,19 @@
 //! finish, no new ones start.
 
 use std::convert::Infallible;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::config::ServerSettings;
 use crate::forward::PeerInfo;
 use crate::state::SharedState;
+use crate::tunnel::{Activity, ActivityIo};
 
 pub struct ConnectionServer {
     builder: auto::Builder<TokioExecutor>,
@@ -54,13 +51,8 @@ impl ConnectionServer {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let started = Instant::now();
-        let last_activity = Arc::new(AtomicU64::new(0));
-        let io = ActivityIo {
-            inner: io,
-            started,
-            last_activity: last_activity.clone(),
-        };
+        let activity = Activity::new();
+        let io = ActivityIo::new(io, activity.clone());
         let state = self.state.clone();
         let service = service_fn(move |req| {
             let state = state.clone();
@@ -89,8 +81,7 @@ impl ConnectionServer {
                     conn.as_mut().graceful_shutdown();
                 }
                 _ = idle_check.tick(), if !closing => {
-                    let idle_since = Duration::from_millis(last_activity.load(Ordering::Relaxed));
-                    if started.elapsed().saturating_sub(idle_since) >= self.idle_timeout {
+                    if activity.idle_for() >= self.idle_timeout {
                         tracing::debug!(peer = %peer.addr, "closing idle connection");
                         closing = true;
                         conn.as_mut().graceful_shutdown();
@@ -98,78 +89,5 @@ impl ConnectionServer {
                 }
             }
         }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Records when bytes last moved, for the idle timeout.
-    struct ActivityIo<IO> {
-        #[pin]
-        inner: IO,
-        started: Instant,
-        last_activity: Arc<AtomicU64>,
-    }
-}
-
-impl<IO> ActivityIo<IO> {
-    fn touch(started: &Instant, last_activity: &AtomicU64) {
-        let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        last_activity.store(millis, Ordering::Relaxed);
-    }
-}
-
-impl<IO: AsyncRead> AsyncRead for ActivityIo<IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let result = this.inner.poll_read(cx, buf);
-        if buf.filled().len() > before {
-            Self::touch(this.started, this.last_activity);
-        }
-        result
-    }
-}
-
-impl<IO: AsyncWrite> AsyncWrite for ActivityIo<IO> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.project();
-        let result = this.inner.poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            Self::touch(this.started, this.last_activity);
-        }
-        result
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.project();
-        let result = this.inner.poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            Self::touch(this.started, this.last_activity);
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
     }
 }

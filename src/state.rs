@@ -27,6 +27,7 @@ pub struct Snapshot {
     pub identity: Arc<IdentityRules>,
     pub denylist: Option<Arc<DenylistWatch>>,
     pub realm: Arc<str>,
+    pub upgrade_idle_timeout: std::time::Duration,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -133,6 +134,7 @@ impl Snapshot {
             identity: config.auth.identity.clone(),
             denylist,
             realm: config.auth.realm.clone(),
+            upgrade_idle_timeout: config.server.upgrade_idle_timeout,
             background,
         })
     }

@@ -84,6 +84,7 @@ pub struct ServerSettings {
     pub h2_max_header_list_bytes: u32,
     pub h2_max_pending_resets: usize,
     pub h2_max_local_error_resets: usize,
+    pub upgrade_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +157,10 @@ pub(super) fn build(
         h2_max_local_error_resets: s
             .h2_max_local_error_resets
             .unwrap_or(file::DEFAULT_H2_MAX_LOCAL_ERROR_RESETS),
+        upgrade_idle_timeout: timeout_or(
+            s.upgrade_idle_timeout,
+            file::DEFAULT_UPGRADE_IDLE_TIMEOUT,
+        ),
     };
     if let Some(value) = s.max_connections.as_ref().filter(|v| *v.get_ref() == 0) {
         errors.push(at.error_at(value.span().start, "max_connections must be at least 1"));
@@ -241,6 +246,18 @@ pub(super) fn build(
                 format!("route name {name:?} is used twice"),
             ));
         }
+        let scheme = &route.upstream.scheme;
+        match route.upstream_protocol {
+            file::UpstreamProtocol::H2c if *scheme != http::uri::Scheme::HTTP => errors.push(at.error_at(
+                route_span.start,
+                format!("route {name:?}: upstream_protocol = \"h2c\" needs an http:// upstream (h2 over TLS is \"h2\")"),
+            )),
+            file::UpstreamProtocol::H2 if *scheme != http::uri::Scheme::HTTPS => errors.push(at.error_at(
+                route_span.start,
+                format!("route {name:?}: upstream_protocol = \"h2\" needs an https:// upstream (plaintext HTTP/2 is \"h2c\")"),
+            )),
+            _ => {}
+        }
         if route.strip_prefix && route.path_prefix.0 == "/" {
             errors.push(at.error_at(
                 route_span.start,
@@ -284,6 +301,7 @@ pub(super) fn build(
                 allow_encoded_nul: route.allow_encoded_nul,
                 allow_path_parameters: route.allow_path_parameters,
             },
+            upstream_protocol: route.upstream_protocol,
             auth: route_auth(route, route_span.start, &providers, at, &mut errors),
         });
     }

@@ -43,6 +43,7 @@ pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_UPSTREAM_MAX_IDLE_PER_HOST: usize = 64;
+pub const DEFAULT_UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -248,6 +249,19 @@ impl fmt::Display for ClaimPath {
     }
 }
 
+/// How the gateway talks to a route's upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 over TCP or TLS, a pool of keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge over plain TCP; one multiplexed connection.
+    H2c,
+    /// HTTP/2 over TLS, negotiated by ALPN; one multiplexed connection.
+    H2,
+}
+
 /// `auth` on a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -306,6 +320,7 @@ pub struct ServerSection {
     pub h2_max_header_list_bytes: Option<u32>,
     pub h2_max_pending_resets: Option<usize>,
     pub h2_max_local_error_resets: Option<usize>,
+    pub upgrade_idle_timeout: Option<Timeout>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -355,6 +370,8 @@ pub struct RouteSection {
     pub allow_encoded_nul: bool,
     #[serde(default)]
     pub allow_path_parameters: bool,
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
     #[serde(default)]
     pub auth: AuthMode,
     /// Names of the providers whose tokens this route accepts; default: every provider.

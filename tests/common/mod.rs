@@ -261,3 +261,28 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The echo upstream behind TLS (ALPN h2 and http/1.1), with the certificate in `cert`.
+pub async fn echo_tls(cert: &TestCert) -> SocketAddr {
+    let config = authgate::tls::server_config(&cert.cert_path, &cert.key_path).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(tls),
+                        hyper::service::service_fn(authgate::demo::echo),
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
