@@ -210,14 +210,36 @@ pub struct Outbound<'a> {
     pub path: &'a str,
     /// The host the client addressed, with its port, as received.
     pub original_host: Option<&'a str>,
-    /// The `Upgrade` value of a WebSocket handshake, taken before hop-by-hop removal.
-    pub upgrade: Option<HeaderValue>,
+    /// A WebSocket handshake, recognised before hop-by-hop removal.
+    pub upgrade: Option<Upgrade>,
     pub upgrade_idle_timeout: Duration,
 }
 
-/// The `Upgrade` header of an HTTP/1.1 WebSocket handshake (`Connection: upgrade` and
-/// `Upgrade: websocket`); any other upgrade (e.g. `h2c`) is not passed on.
-pub fn websocket_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
+/// A WebSocket handshake the gateway will pass on. The upstream always gets an HTTP/1.1
+/// `Upgrade: websocket`; an HTTP/2 client's extended CONNECT (RFC 8441) is translated to it.
+#[derive(Debug, Clone)]
+pub enum Upgrade {
+    /// `Connection: upgrade` + `Upgrade: websocket` on HTTP/1.1; the value is the `Upgrade` header.
+    Http1(HeaderValue),
+    /// `CONNECT` with `:protocol = websocket` on HTTP/2.
+    H2ExtendedConnect,
+}
+
+impl Upgrade {
+    /// The method the route table sees: a WebSocket handshake is a GET in either form.
+    pub fn routing_method(&self) -> http::Method {
+        http::Method::GET
+    }
+}
+
+/// Recognises a WebSocket handshake; any other upgrade (e.g. `h2c`) is not passed on.
+pub fn websocket_upgrade(req: &Request<Incoming>) -> Option<Upgrade> {
+    if req.version() == Version::HTTP_2 {
+        let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
+        let websocket = req.method() == http::Method::CONNECT
+            && protocol.as_str().eq_ignore_ascii_case("websocket");
+        return websocket.then_some(Upgrade::H2ExtendedConnect);
+    }
     if req.version() != Version::HTTP_11 {
         return None;
     }
@@ -233,7 +255,18 @@ pub fn websocket_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
         v.split(',')
             .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
     });
-    (connection_upgrade && websocket).then(|| upgrade.clone())
+    (connection_upgrade && websocket).then(|| Upgrade::Http1(upgrade.clone()))
+}
+
+/// RFC 6455 §4.2.2: the accept value the upstream must answer a key with.
+fn websocket_accept(key: &str) -> String {
+    use base64::Engine;
+    const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        format!("{key}{GUID}").as_bytes(),
+    );
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }
 
 /// The upstream URI: the route's base path, the matched path (prefix stripped if configured)
@@ -360,11 +393,13 @@ pub async fn send(
 ) -> Result<Response<Body>, GatewayError> {
     let client_upgrade = out.upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    let mut send_body = true;
     parts.uri = upstream_uri(out.route, out.path, parts.uri.query())?;
     parts.version = match out.client.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::H2c | UpstreamProtocol::H2 => Version::HTTP_2,
     };
+    let mut expected_accept = None;
     if let Some(upgrade) = &out.upgrade {
         if out.client.protocol != UpstreamProtocol::Http1 {
             return Err(GatewayError::BadRequest {
@@ -374,7 +409,34 @@ pub async fn send(
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, upgrade.clone());
+        match upgrade {
+            Upgrade::Http1(value) => {
+                parts.headers.insert(header::UPGRADE, value.clone());
+            }
+            Upgrade::H2ExtendedConnect => {
+                // The HTTP/2 stream is the tunnel: the upstream gets a body-less GET handshake
+                // with a key of our own, and must prove it speaks WebSocket with the accept.
+                use base64::Engine;
+                let mut nonce = [0u8; 16];
+                aws_lc_rs::rand::fill(&mut nonce).map_err(|_| GatewayError::UpstreamFailed {
+                    detail: "no randomness for a WebSocket key".into(),
+                })?;
+                let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+                expected_accept = Some(websocket_accept(&key));
+                parts.method = http::Method::GET;
+                parts
+                    .headers
+                    .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                if let Ok(value) = HeaderValue::from_str(&key) {
+                    parts.headers.insert(header::SEC_WEBSOCKET_KEY, value);
+                }
+                parts
+                    .headers
+                    .entry(header::SEC_WEBSOCKET_VERSION)
+                    .or_insert(HeaderValue::from_static("13"));
+                send_body = false;
+            }
+        }
     }
     for name in PATH_OVERRIDES {
         parts.headers.remove(name);
@@ -391,7 +453,11 @@ pub async fn send(
     } else if let Ok(value) = HeaderValue::from_str(out.route.upstream.authority.as_str()) {
         parts.headers.insert(header::HOST, value);
     }
-    let body = IdleTimeoutBody::new(body, out.settings.body_idle_timeout).boxed();
+    let body = if send_body {
+        IdleTimeoutBody::new(body, out.settings.body_idle_timeout).boxed()
+    } else {
+        crate::body::empty()
+    };
     let request = Request::from_parts(parts, body);
 
     let response = match tokio::time::timeout(
@@ -407,7 +473,21 @@ pub async fn send(
     if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
         (client_upgrade, response.status())
     {
-        return Ok(tunnel(client_upgrade, response, out.upgrade_idle_timeout));
+        if let Some(expected) = expected_accept {
+            let accept = response.headers().get(header::SEC_WEBSOCKET_ACCEPT);
+            if accept.is_none_or(|a| a.as_bytes() != expected.as_bytes()) {
+                return Err(GatewayError::UpstreamFailed {
+                    detail: "upstream answered the WebSocket handshake with a wrong accept".into(),
+                });
+            }
+        }
+        let h2 = matches!(out.upgrade, Some(Upgrade::H2ExtendedConnect));
+        return Ok(tunnel(
+            client_upgrade,
+            response,
+            out.upgrade_idle_timeout,
+            h2,
+        ));
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -423,16 +503,23 @@ fn tunnel(
     client_upgrade: hyper::upgrade::OnUpgrade,
     mut response: Response<Incoming>,
     idle: Duration,
+    client_is_h2: bool,
 ) -> Response<Body> {
     let upstream_upgrade = hyper::upgrade::on(&mut response);
     let (mut parts, _) = response.into_parts();
     let upgrade = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
-    parts
-        .headers
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Some(upgrade) = upgrade {
-        parts.headers.insert(header::UPGRADE, upgrade);
+    if client_is_h2 {
+        // RFC 8441 §5: an extended CONNECT succeeds with a 200 and no upgrade headers.
+        parts.status = StatusCode::OK;
+        parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+    } else {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(upgrade) = upgrade {
+            parts.headers.insert(header::UPGRADE, upgrade);
+        }
     }
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {

@@ -73,6 +73,11 @@ async fn pipeline(
     trace: &mut Trace,
 ) -> Result<Response<Body>, GatewayError> {
     let host = RequestHost::of(&req)?;
+    // Read before hop-by-hop removal; forward re-requests the upgrade from the upstream.
+    let upgrade = forward::websocket_upgrade(&req);
+    let method = upgrade
+        .as_ref()
+        .map_or_else(|| req.method().clone(), forward::Upgrade::routing_method);
     let normalized = path::normalize(req.uri().path())
         .map_err(|e| GatewayError::BadRequest { reason: e.reason() })?;
     let (index, route) = snapshot
@@ -80,7 +85,7 @@ async fn pipeline(
         .find(
             host.as_ref().map(|h| h.name.as_str()),
             &normalized.path,
-            req.method(),
+            &method,
         )
         .map_err(|miss| match miss {
             RouteMiss::NotFound => GatewayError::NoRoute,
@@ -114,8 +119,6 @@ async fn pipeline(
             return Err(GatewayError::BadRequest { reason });
         }
     }
-    // Read before hop-by-hop removal; the upgrade is re-requested from the upstream by forward.
-    let upgrade = forward::websocket_upgrade(&req);
     // Hop-by-hop first, so `Connection: x-auth-subject` cannot remove an injected header.
     forward::strip_hop_by_hop(req.headers_mut());
     snapshot.identity.strip(req.headers_mut());

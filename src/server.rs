@@ -39,7 +39,9 @@ impl ConnectionServer {
             .max_concurrent_streams(settings.h2_max_concurrent_streams)
             .max_header_list_size(settings.h2_max_header_list_bytes)
             .max_pending_accept_reset_streams(settings.h2_max_pending_resets)
-            .max_local_error_reset_streams(settings.h2_max_local_error_resets);
+            .max_local_error_reset_streams(settings.h2_max_local_error_resets)
+            // RFC 8441: WebSockets over HTTP/2 arrive as an extended CONNECT.
+            .enable_connect_protocol();
         ConnectionServer {
             builder,
             state,

@@ -364,3 +364,70 @@ auth = "public"
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["grpc-status"], "12");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
+    let ws_up = websocket_echo().await;
+    let gw = start(&format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n[[route]]\nname = \"ws\"\npath_prefix = \"/ws\"\nupstream = \"http://{ws_up}\"\nauth = \"public\"\nmethods = [\"GET\"]\n"
+    ))
+    .await;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        TokioIo::new(tokio::net::TcpStream::connect(gw.addrs[0]).await.unwrap()),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // The client may only send an extended CONNECT once the server's SETTINGS allowed it.
+    let mut response = None;
+    for _ in 0..50 {
+        let mut request = Request::connect(format!("http://{}/ws/chat", gw.addrs[0]))
+            .header("sec-websocket-version", "13")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        match sender.send_request(request).await {
+            Ok(r) => {
+                response = Some(r);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let mut response = response.expect("extended CONNECT was never accepted");
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("sec-websocket-accept").is_none());
+    let upgraded = tokio::time::timeout(LONG, hyper::upgrade::on(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    ws.send(Message::text("over h2")).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(LONG, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap(),
+        Message::text("over h2")
+    );
+    let big = vec![42u8; 1024 * 1024];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    match tokio::time::timeout(LONG, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+    {
+        Message::Binary(data) => assert!(data[..] == big[..]),
+        other => panic!("unexpected {other:?}"),
+    }
+}
