@@ -1,15 +1,18 @@
 //! Which credential a request carries: `Authorization: Bearer <token>` (the scheme is
-//! case-insensitive, exactly one token68). Another scheme (e.g. `Basic`) is no credential here
-//! and passes through untouched. Two `Authorization` headers, or a Bearer header that is not
-//! exactly one token, is a malformed request (400), never a guess. Tokens are never read from the
-//! query string. The session-cookie source slots in as a second [`Source`].
+//! case-insensitive, exactly one token68) or, for browsers, the route's session cookie. Another
+//! scheme (e.g. `Basic`) is no credential here and passes through untouched. Anything that would
+//! need a guess is a malformed request (400): two `Authorization` headers, a Bearer header that
+//! is not exactly one token, the session cookie twice, or a header and a cookie that differ.
+//! Tokens are never read from the query string. This step also holds the browser-facing rules
+//! that depend on where a credential came from: the CSRF origin check and login redirects.
 
-use http::{header, HeaderMap};
+use http::{header, HeaderMap, HeaderValue, Method};
 
 /// Where the token came from; decides CSRF rules and what is forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     AuthorizationHeader,
+    Cookie,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,13 +26,19 @@ pub struct Credential {
 pub enum CredentialError {
     MultipleAuthorization,
     MalformedBearer,
+    DuplicateCookie,
+    /// A Bearer header and the session cookie carry different tokens.
+    Conflicting,
 }
 
 impl CredentialError {
     pub fn reason(self) -> &'static str {
         match self {
-            CredentialError::MultipleAuthorization => "multiple_credentials",
+            CredentialError::MultipleAuthorization | CredentialError::Conflicting => {
+                "multiple_credentials"
+            }
             CredentialError::MalformedBearer => "malformed_authorization",
+            CredentialError::DuplicateCookie => "duplicate_session_cookie",
         }
     }
 }
@@ -42,8 +51,7 @@ fn is_token68(token: &str) -> bool {
         })
 }
 
-/// The request's credential, if any.
-pub fn extract(headers: &HeaderMap) -> Result<Option<Credential>, CredentialError> {
+fn bearer(headers: &HeaderMap) -> Result<Option<String>, CredentialError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -62,16 +70,156 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<Credential>, CredentialErro
     if !is_token68(token) {
         return Err(CredentialError::MalformedBearer);
     }
-    Ok(Some(Credential {
-        token: token.to_string(),
-        source: Source::AuthorizationHeader,
-    }))
+    Ok(Some(token.to_string()))
+}
+
+/// Every `name=value` pair of every `Cookie` field (HTTP/2 may split them, RFC 9113 §8.2.3).
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .map(|(name, value)| (name.trim(), value.trim()))
+}
+
+fn session_cookie(headers: &HeaderMap, name: &str) -> Result<Option<String>, CredentialError> {
+    let mut found = None;
+    for (cookie, value) in cookie_pairs(headers) {
+        if cookie != name {
+            continue;
+        }
+        if found.is_some() {
+            return Err(CredentialError::DuplicateCookie);
+        }
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        found = Some(value.to_string());
+    }
+    Ok(found.filter(|v| !v.is_empty()))
+}
+
+/// The request's credential, if any. `cookie` is the route's session cookie name.
+pub fn extract(
+    headers: &HeaderMap,
+    cookie: Option<&str>,
+) -> Result<Option<Credential>, CredentialError> {
+    let from_header = bearer(headers)?;
+    let from_cookie = match cookie {
+        Some(name) => session_cookie(headers, name)?,
+        None => None,
+    };
+    Ok(match (from_header, from_cookie) {
+        (Some(a), Some(b)) if a != b => return Err(CredentialError::Conflicting),
+        (Some(token), _) => Some(Credential {
+            token,
+            source: Source::AuthorizationHeader,
+        }),
+        (None, Some(token)) => Some(Credential {
+            token,
+            source: Source::Cookie,
+        }),
+        (None, None) => None,
+    })
+}
+
+/// Removes the session cookie from the `Cookie` fields, keeping every other cookie.
+pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
+    let kept: Vec<String> = cookie_pairs(headers)
+        .filter(|(cookie, _)| *cookie != name)
+        .map(|(cookie, value)| format!("{cookie}={value}"))
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(mut value) = HeaderValue::from_str(&kept.join("; ")) {
+            value.set_sensitive(true);
+            headers.insert(header::COOKIE, value);
+        }
+    }
+}
+
+/// `scheme://host[:port]` in canonical form (lower-case, default port dropped), or `None` for
+/// anything else, including the opaque origin `null`.
+pub fn parse_origin(raw: &str) -> Option<String> {
+    let uri: http::Uri = raw.trim().parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let authority = uri.authority()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let host = authority.host().to_ascii_lowercase();
+    let port = match (scheme.as_str(), authority.port_u16()) {
+        ("https", Some(443)) | ("http", Some(80)) | (_, None) => String::new(),
+        (_, Some(port)) => format!(":{port}"),
+    };
+    if !matches!(scheme.as_str(), "http" | "https") || host.is_empty() {
+        return None;
+    }
+    Some(format!("{scheme}://{host}{port}"))
+}
+
+/// Methods that cannot change state (RFC 9110 §9.2.1); anything else needs a same-origin proof
+/// when the credential is a cookie the browser attached by itself.
+pub fn is_safe_method(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// The origin that sent a request: `Origin`, else the origin of `Referer`.
+pub fn request_origin(headers: &HeaderMap) -> Option<String> {
+    match headers.get(header::ORIGIN) {
+        Some(origin) => parse_origin(origin.to_str().ok()?),
+        None => parse_origin(headers.get(header::REFERER)?.to_str().ok()?),
+    }
+}
+
+/// Whether `Accept` asks for HTML before anything else: a browser navigating, not an API client.
+pub fn prefers_html(headers: &HeaderMap) -> bool {
+    let mut html = 0.0_f32;
+    let mut best_other = 0.0_f32;
+    for range in headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "text/html" | "application/xhtml+xml" => html = html.max(q),
+            // Wildcards say "anything will do", which is not a preference for HTML or against it.
+            "*/*" | "text/*" | "application/*" => {}
+            _ => best_other = best_other.max(q),
+        }
+    }
+    html > 0.0 && html >= best_other
+}
+
+/// Percent-encodes everything but unreserved characters, for a URL query parameter value.
+pub fn encode_query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() * 3);
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     fn with(values: &[&'static str]) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -83,7 +231,7 @@ mod tests {
 
     #[test]
     fn bearer_forms() {
-        let token = |v: &'static str| extract(&with(&[v])).map(|c| c.map(|c| c.token));
+        let token = |v: &'static str| extract(&with(&[v]), None).map(|c| c.map(|c| c.token));
         assert_eq!(token("Bearer abc.def.ghi"), Ok(Some("abc.def.ghi".into())));
         assert_eq!(token("bearer abc"), Ok(Some("abc".into())));
         assert_eq!(token("BEARER   abc"), Ok(Some("abc".into())));
@@ -93,10 +241,82 @@ mod tests {
         assert_eq!(token("Bearer a b"), Err(CredentialError::MalformedBearer));
         assert_eq!(token("Bearer a,b"), Err(CredentialError::MalformedBearer));
         assert_eq!(token("Bearer ==="), Err(CredentialError::MalformedBearer));
-        assert_eq!(extract(&HeaderMap::new()), Ok(None));
+        assert_eq!(extract(&HeaderMap::new(), None), Ok(None));
         assert_eq!(
-            extract(&with(&["Bearer a", "Bearer a"])),
+            extract(&with(&["Bearer a", "Bearer a"]), None),
             Err(CredentialError::MultipleAuthorization)
+        );
+    }
+
+    #[test]
+    fn cookies() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1; sess=tok"));
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        let found = extract(&headers, Some("sess")).expect("valid");
+        assert_eq!(
+            found,
+            Some(Credential {
+                token: "tok".into(),
+                source: Source::Cookie
+            })
+        );
+        headers.append(header::COOKIE, HeaderValue::from_static("sess=other"));
+        assert_eq!(
+            extract(&headers, Some("sess")),
+            Err(CredentialError::DuplicateCookie)
+        );
+        let mut both = HeaderMap::new();
+        both.insert(header::COOKIE, HeaderValue::from_static("sess=x"));
+        both.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer y"));
+        assert_eq!(
+            extract(&both, Some("sess")),
+            Err(CredentialError::Conflicting)
+        );
+        both.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert_eq!(
+            extract(&both, Some("sess"))
+                .expect("same token")
+                .map(|c| c.source),
+            Some(Source::AuthorizationHeader)
+        );
+        remove_cookie(&mut headers, "sess");
+        assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(headers[header::COOKIE], "a=1; b=2");
+    }
+
+    #[test]
+    fn origins_and_accept() {
+        assert_eq!(
+            parse_origin("HTTPS://App.Example.com:443").as_deref(),
+            Some("https://app.example.com")
+        );
+        assert_eq!(
+            parse_origin("http://localhost:8080").as_deref(),
+            Some("http://localhost:8080")
+        );
+        assert_eq!(
+            parse_origin("https://a.example/x?y").as_deref(),
+            Some("https://a.example")
+        );
+        assert_eq!(parse_origin("null"), None);
+        assert_eq!(parse_origin("ftp://a.example"), None);
+        let accept = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, HeaderValue::from_static(v));
+            prefers_html(&h)
+        };
+        assert!(accept(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
+        assert!(!accept("application/json"));
+        assert!(!accept("*/*"));
+        assert!(!accept("application/json, text/html;q=0.5"));
+        assert!(!accept("text/html;q=0"));
+        assert!(!prefers_html(&HeaderMap::new()));
+        assert_eq!(
+            encode_query_value("https://a.example/x?y=1&z"),
+            "https%3A%2F%2Fa.example%2Fx%3Fy%3D1%26z"
         );
     }
 }

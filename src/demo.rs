@@ -162,6 +162,7 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
     let revoked = token("mallory", "demo-revoked", "profile orders:read", now + 3600);
     let unscoped = token("bob", "demo-unscoped", "profile", now + 3600);
     let base = format!("http://{listen}");
+    idp.set_login("authgate_session", &valid, &base);
     println!(
         "authgate demo: gateway on {base}\n  echo upstream http://{echo}, token issuer {issuer} (JWKS {}), denylist {}\n\n\
          Tokens (valid for an hour):\n  \
@@ -180,6 +181,11 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
            curl -si -X DELETE {base}/readonly/x                              # 405 with Allow\n  \
            curl -si --path-as-is {base}/public/../echo                       # normalised to /echo before routing: 401\n  \
            curl -s --http2-prior-knowledge -H \"Authorization: Bearer $VALID\" {base}/echo/h2c\n\n\
+         Browser route (session cookie, login redirect, CSRF origin check):\n  \
+           open {base}/app/ in a browser: it goes to the demo login, gets a cookie, comes back\n  \
+           curl -s -L -c /tmp/authgate-jar -b /tmp/authgate-jar -H 'Accept: text/html' {base}/app/   # same with a cookie jar\n  \
+           curl -si -b /tmp/authgate-jar -X POST -H 'Origin: https://evil.example' {base}/app/x     # 403 csrf_origin\n  \
+           curl -si -b /tmp/authgate-jar -X POST -H 'Origin: {base}' {base}/app/x                  # 200\n\n\
          Stop with Ctrl-C.",
         idp.jwks_uri(),
         denylist.display(),

@@ -52,6 +52,12 @@ pub enum GatewayError {
     },
     /// No usable keys (IdP down, or an unknown kid whose refetch failed): retry, don't discard.
     KeysUnavailable,
+    /// A browser without a valid session is sent to the route's login page.
+    LoginRedirect {
+        location: String,
+    },
+    /// A cookie-authenticated state-changing request from another (or no) origin.
+    CsrfOrigin,
 }
 
 /// How the client wants errors shaped.
@@ -109,6 +115,8 @@ impl GatewayError {
             GatewayError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
             GatewayError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::LoginRedirect { .. } => StatusCode::FOUND,
+            GatewayError::CsrfOrigin => StatusCode::FORBIDDEN,
         }
     }
 
@@ -128,6 +136,8 @@ impl GatewayError {
             GatewayError::InvalidToken { reason, .. } => reason,
             GatewayError::Forbidden { reason, .. } => reason,
             GatewayError::KeysUnavailable => "keys_unavailable",
+            GatewayError::LoginRedirect { .. } => "login_required",
+            GatewayError::CsrfOrigin => "csrf_origin",
         }
     }
 
@@ -164,6 +174,8 @@ impl GatewayError {
             GatewayError::InvalidRequest { .. } => grpc_code::INVALID_ARGUMENT,
             GatewayError::Forbidden { .. } => grpc_code::PERMISSION_DENIED,
             GatewayError::KeysUnavailable => grpc_code::UNAVAILABLE,
+            GatewayError::LoginRedirect { .. } => grpc_code::UNAUTHENTICATED,
+            GatewayError::CsrfOrigin => grpc_code::PERMISSION_DENIED,
         }
     }
 
@@ -231,6 +243,11 @@ impl GatewayError {
             .and_then(|c| HeaderValue::from_str(&c).ok())
         {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let GatewayError::LoginRedirect { location } = &self {
+            if let Ok(value) = HeaderValue::from_str(location) {
+                headers.insert(header::LOCATION, value);
+            }
         }
         if matches!(self, GatewayError::KeysUnavailable) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

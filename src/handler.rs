@@ -122,15 +122,42 @@ async fn pipeline(
     // Hop-by-hop first, so `Connection: x-auth-subject` cannot remove an injected header.
     forward::strip_hop_by_hop(req.headers_mut());
     snapshot.identity.strip(req.headers_mut());
-    let credential = match route.auth.mode {
+    let auth = &route.auth;
+    // Browsers never attach credentials to a CORS preflight, so a route may let it through.
+    let preflight = auth.pass_cors_preflight
+        && req.method() == http::Method::OPTIONS
+        && req.headers().contains_key(http::header::ORIGIN)
+        && req
+            .headers()
+            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+    let credential = match auth.mode {
         AuthMode::Public => None,
-        AuthMode::Optional | AuthMode::Required => credential::extract(req.headers())
-            .map_err(|e| GatewayError::InvalidRequest { reason: e.reason() })?,
+        _ if preflight => None,
+        AuthMode::Optional | AuthMode::Required => {
+            credential::extract(req.headers(), auth.session_cookie.as_deref())
+                .map_err(|e| GatewayError::InvalidRequest { reason: e.reason() })?
+        }
     };
+    if let Some(credential) = &credential {
+        // A cookie rides along on cross-site requests; only a same-origin caller may change state.
+        let state_changing = !credential::is_safe_method(req.method()) || upgrade.is_some();
+        if credential.source == Source::Cookie && state_changing {
+            check_origin(&req, route, peer, host.as_ref())?;
+        }
+    }
     let token = match &credential {
-        Some(credential) => Some(authenticate(snapshot, index, credential, trace).await?),
-        None if route.auth.mode == AuthMode::Required => {
-            return Err(GatewayError::MissingCredential)
+        Some(credential) => Some(
+            authenticate(snapshot, index, credential, trace)
+                .await
+                .map_err(|error| login_instead(error, &req, route, &normalized.path))?,
+        ),
+        None if auth.mode == AuthMode::Required && !preflight => {
+            return Err(login_instead(
+                GatewayError::MissingCredential,
+                &req,
+                route,
+                &normalized.path,
+            ))
         }
         None => None,
     };
@@ -159,6 +186,9 @@ async fn pipeline(
     {
         req.headers_mut().remove(http::header::AUTHORIZATION);
     }
+    if let (false, Some(cookie)) = (auth.forward_session_cookie, &auth.session_cookie) {
+        credential::remove_cookie(req.headers_mut(), cookie);
+    }
     let outbound = Outbound {
         route,
         client: &snapshot.clients[index],
@@ -170,6 +200,68 @@ async fn pipeline(
         upgrade_idle_timeout: snapshot.upgrade_idle_timeout,
     };
     forward::send(outbound, req).await
+}
+
+/// The CSRF rule for cookie credentials: `Origin` (else `Referer`) must be an allowed origin,
+/// by default the route's public origin or, without one, the origin the request was sent to.
+fn check_origin(
+    req: &Request<Incoming>,
+    route: &crate::route::Route,
+    peer: PeerInfo,
+    host: Option<&RequestHost>,
+) -> Result<(), GatewayError> {
+    let origin = credential::request_origin(req.headers()).ok_or(GatewayError::CsrfOrigin)?;
+    let allowed = match &route.auth.allowed_origins {
+        Some(list) => list.iter().any(|allowed| *allowed == origin),
+        None => {
+            let scheme = if peer.tls { "https" } else { "http" };
+            let own =
+                host.and_then(|h| credential::parse_origin(&format!("{scheme}://{}", h.original)));
+            own.is_some_and(|own| own == origin)
+        }
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(GatewayError::CsrfOrigin)
+    }
+}
+
+/// A browser navigation that failed authentication goes to the route's login page instead of
+/// a 401. The return URL is built from the configured public origin, never from `Host`.
+fn login_instead(
+    error: GatewayError,
+    req: &Request<Incoming>,
+    route: &crate::route::Route,
+    path: &str,
+) -> GatewayError {
+    let (Some(login), Some(origin)) = (&route.auth.login, &route.auth.public_origin) else {
+        return error;
+    };
+    let unauthenticated = matches!(
+        error,
+        GatewayError::MissingCredential | GatewayError::InvalidToken { .. }
+    );
+    if !unauthenticated
+        || req.method() != http::Method::GET
+        || !credential::prefers_html(req.headers())
+    {
+        return error;
+    }
+    let mut original = format!("{origin}{path}");
+    if let Some(query) = req.uri().query() {
+        original.push('?');
+        original.push_str(query);
+    }
+    let separator = if login.url.contains('?') { '&' } else { '?' };
+    GatewayError::LoginRedirect {
+        location: format!(
+            "{}{separator}{}={}",
+            login.url,
+            login.param,
+            credential::encode_query_value(&original)
+        ),
+    }
 }
 
 /// verify → denylist: a token that is valid for this route and not revoked.

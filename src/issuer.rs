@@ -197,6 +197,9 @@ impl SigningKey {
 struct Published {
     keys: Vec<Value>,
     cache_control: Option<String>,
+    /// The demo login page: which cookie to set, the token to put in it, and the origin a
+    /// return URL must start with (so the page is no open redirect).
+    login: Option<(String, String, String)>,
 }
 
 /// An IdP on loopback: `/jwks` and `/.well-known/openid-configuration`.
@@ -216,6 +219,7 @@ impl JwksServer {
             published: Mutex::new(Published {
                 keys,
                 cache_control: None,
+                login: None,
             }),
             down: AtomicBool::new(false),
             jwks_fetches: AtomicU64::new(0),
@@ -266,6 +270,16 @@ impl JwksServer {
         self.lock().cache_control = value.map(str::to_string);
     }
 
+    /// Serves `/login?rd=URL`: sets `cookie=token` (HttpOnly, SameSite=Lax) and redirects to
+    /// `rd` when it starts with `return_origin`. A stand-in for a real IdP's login flow.
+    pub fn set_login(&self, cookie: &str, token: &str, return_origin: &str) {
+        self.lock().login = Some((
+            cookie.to_string(),
+            token.to_string(),
+            return_origin.to_string(),
+        ));
+    }
+
     /// While down, every request gets a 503.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
@@ -277,6 +291,34 @@ impl JwksServer {
 
     pub fn discovery_fetches(&self) -> u64 {
         self.discovery_fetches.load(Ordering::SeqCst)
+    }
+
+    fn login(&self, query: Option<&str>) -> Response<Body> {
+        let Some((cookie, token, return_origin)) = self.lock().login.clone() else {
+            let mut response = Response::new(full("no login configured"));
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            return response;
+        };
+        let target = query
+            .unwrap_or_default()
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == "rd")
+            .map(|(_, v)| percent_decode(v))
+            .filter(|rd| rd.starts_with(&format!("{return_origin}/")))
+            .unwrap_or_else(|| format!("{return_origin}/"));
+        let mut response = Response::new(full("logged in"));
+        *response.status_mut() = StatusCode::FOUND;
+        let headers = response.headers_mut();
+        if let Ok(location) = http::HeaderValue::from_str(&target) {
+            headers.insert(http::header::LOCATION, location);
+        }
+        if let Ok(set) = http::HeaderValue::from_str(&format!(
+            "{cookie}={token}; Path=/; HttpOnly; SameSite=Lax"
+        )) {
+            headers.insert(http::header::SET_COOKIE, set);
+        }
+        response
     }
 
     fn answer(&self, req: Request<Incoming>) -> Response<Body> {
@@ -295,6 +337,7 @@ impl JwksServer {
                 json!({ "issuer": self.issuer(), "jwks_uri": self.jwks_uri() }).to_string(),
                 None,
             ),
+            "/login" => return self.login(req.uri().query()),
             _ => {
                 let mut response = Response::new(full("not found"));
                 *response.status_mut() = StatusCode::NOT_FOUND;
@@ -319,4 +362,28 @@ impl JwksServer {
         }
         response
     }
+}
+
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

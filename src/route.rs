@@ -52,6 +52,21 @@ pub struct RouteAuth {
     pub providers: Option<Vec<String>>,
     pub forward_authorization: bool,
     pub policy: Arc<Policy>,
+    pub session_cookie: Option<String>,
+    pub forward_session_cookie: bool,
+    /// Canonical origins allowed to send cookie-authenticated unsafe requests; `None`: the
+    /// request's own origin.
+    pub allowed_origins: Option<Vec<String>>,
+    pub public_origin: Option<String>,
+    pub pass_cors_preflight: bool,
+    pub login: Option<LoginRedirect>,
+}
+
+/// Where unauthenticated browser navigations go.
+#[derive(Debug, Clone)]
+pub struct LoginRedirect {
+    pub url: String,
+    pub param: String,
 }
 
 impl Default for RouteAuth {
@@ -61,6 +76,12 @@ impl Default for RouteAuth {
             providers: None,
             forward_authorization: true,
             policy: Arc::new(Policy::default()),
+            session_cookie: None,
+            forward_session_cookie: true,
+            allowed_origins: None,
+            public_origin: None,
+            pass_cors_preflight: false,
+            login: None,
         }
     }
 }

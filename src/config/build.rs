@@ -302,7 +302,14 @@ pub(super) fn build(
                 allow_path_parameters: route.allow_path_parameters,
             },
             upstream_protocol: route.upstream_protocol,
-            auth: route_auth(route, route_span.start, &providers, at, &mut errors),
+            auth: route_auth(
+                route,
+                route_span.start,
+                &providers,
+                parsed.auth.session_cookie.as_ref(),
+                at,
+                &mut errors,
+            ),
         });
     }
     if let Err(conflicts) = crate::route::RouteTable::new(routes.clone()) {
@@ -639,10 +646,19 @@ fn build_providers(
     providers
 }
 
+/// RFC 6265 §4.1.1: a cookie name is an HTTP token.
+fn valid_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 fn route_auth(
     route: &file::RouteSection,
     offset: usize,
     providers: &[ProviderSettings],
+    default_cookie: Option<&Spanned<String>>,
     at: &Locator<'_>,
     errors: &mut Vec<ConfigError>,
 ) -> RouteAuth {
@@ -687,10 +703,62 @@ fn route_auth(
             }
         }
     }
+    let cookie = route.session_cookie.as_ref().or(default_cookie);
+    if let Some(cookie) = cookie {
+        if !valid_cookie_name(cookie.get_ref()) {
+            errors.push(at.error_at(
+                cookie.span().start,
+                format!("{:?} is not a valid cookie name", cookie.get_ref()),
+            ));
+        }
+    }
+    if route.allowed_origins.as_ref().is_some_and(Vec::is_empty) {
+        errors.push(at.error_at(offset, format!("route {name:?}: allowed_origins is empty; leave it out to allow only the route's own origin")));
+    }
+    let login = route
+        .login_url
+        .as_ref()
+        .map(|url| crate::route::LoginRedirect {
+            url: url.0.clone(),
+            param: route
+                .login_redirect_param
+                .clone()
+                .unwrap_or_else(|| "rd".to_string()),
+        });
+    if login.is_some() && route.public_origin.is_none() {
+        errors.push(at.error_at(offset, format!(
+            "route {name:?}: login_url needs public_origin, since the return URL is built from it and never from the Host header"
+        )));
+    }
+    if login.is_some() && route.auth == AuthMode::Public {
+        errors.push(at.error_at(
+            offset,
+            format!("route {name:?} is public: login_url does not apply"),
+        ));
+    }
+    if let Some(param) = &route.login_redirect_param {
+        if param.is_empty()
+            || !param
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            errors.push(at.error_at(offset, format!("route {name:?}: login_redirect_param {param:?} must be letters, digits, '-', '_' or '.'")));
+        }
+    }
     RouteAuth {
         mode: route.auth,
         providers: accepted,
         forward_authorization: route.forward_authorization.unwrap_or(true),
         policy: Arc::new(policy),
+        session_cookie: cookie.map(|c| c.get_ref().clone()),
+        forward_session_cookie: route.forward_session_cookie.unwrap_or(true),
+        allowed_origins: match (&route.allowed_origins, &route.public_origin) {
+            (Some(list), _) => Some(list.iter().map(|o| o.0.clone()).collect()),
+            (None, Some(origin)) => Some(vec![origin.0.clone()]),
+            (None, None) => None,
+        },
+        public_origin: route.public_origin.as_ref().map(|o| o.0.clone()),
+        pass_cors_preflight: route.pass_cors_preflight,
+        login,
     }
 }

@@ -87,6 +87,8 @@ pub struct AuthSection {
     pub token_cache_entries: Option<u64>,
     pub denylist: Option<Spanned<EnvString>>,
     pub denylist_reload_interval: Option<Timeout>,
+    /// The default session cookie for routes that do not name one.
+    pub session_cookie: Option<Spanned<String>>,
     #[serde(default)]
     pub identity: IdentitySection,
 }
@@ -379,7 +381,52 @@ pub struct RouteSection {
     pub forward_authorization: Option<bool>,
     #[serde(default)]
     pub policy: PolicySection,
+    /// A cookie carrying the JWT, for browsers; overrides `auth.session_cookie`.
+    pub session_cookie: Option<Spanned<String>>,
+    pub forward_session_cookie: Option<bool>,
+    /// This route as browsers see it (`https://app.example.com`): the default CSRF origin and
+    /// the base of login-redirect return URLs.
+    pub public_origin: Option<Origin>,
+    /// Origins allowed to send cookie-authenticated unsafe requests; default: `public_origin`.
+    pub allowed_origins: Option<Vec<Origin>>,
+    /// Let CORS preflights through to the upstream without a credential.
+    #[serde(default)]
+    pub pass_cors_preflight: bool,
+    /// Where unauthenticated browser navigations are sent instead of a 401.
+    pub login_url: Option<LoginUrl>,
+    pub login_redirect_param: Option<String>,
 }
+
+/// A web origin: `scheme://host[:port]`, lower-case, default port removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(pub String);
+string_value!(
+    Origin,
+    "an origin such as \"https://app.example.com\" (scheme, host, optional port; no path)",
+    |raw| {
+        crate::credential::parse_origin(raw)
+            .map(Origin)
+            .ok_or_else(|| format!("{raw:?} is not an origin"))
+    }
+);
+
+/// An absolute http(s) URL for login redirects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginUrl(pub String);
+string_value!(
+    LoginUrl,
+    "an absolute URL such as \"https://login.example.com/start\"",
+    |raw| {
+        let expanded = expand_env(raw)?;
+        let uri: http::Uri = expanded
+            .parse()
+            .map_err(|e| format!("{expanded:?} is not a URL: {e}"))?;
+        match uri.scheme_str() {
+            Some("http" | "https") if uri.authority().is_some() => Ok(LoginUrl(expanded)),
+            _ => Err(format!("{expanded:?} must be an absolute http(s) URL")),
+        }
+    }
+);
 
 /// A duration written as `"500ms"`, `"30s"`, `"5m"` or `"1h"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
