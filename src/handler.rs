@@ -212,7 +212,7 @@ fn check_origin(
 ) -> Result<(), GatewayError> {
     let origin = credential::request_origin(req.headers()).ok_or(GatewayError::CsrfOrigin)?;
     let allowed = match &route.auth.allowed_origins {
-        Some(list) => list.iter().any(|allowed| *allowed == origin),
+        Some(list) => list.contains(&origin),
         None => {
             let scheme = if peer.tls { "https" } else { "http" };
             let own =
