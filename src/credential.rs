@@ -62,11 +62,11 @@ fn bearer(headers: &HeaderMap) -> Result<Option<String>, CredentialError> {
     let value = value
         .to_str()
         .map_err(|_| CredentialError::MalformedBearer)?;
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Ok(None);
     }
-    let token = rest.trim_matches(' ');
+    let token = rest.trim_matches([' ', '\t']);
     if !is_token68(token) {
         return Err(CredentialError::MalformedBearer);
     }

@@ -1,7 +1,8 @@
 //! THE pipeline. [`handle`] runs the steps in the order a request meets them and turns any
 //! error into a response in one place (`error.rs`), logging the outcome once.
 //!
-//! listen → route → credential → verify → denylist → policy → identity → forward.
+//! listen → route → hop-by-hop removal → identity strip (every route) → credential (+ CSRF
+//! origin for cookies) → verify → denylist → policy → identity inject → forward.
 //! No step answers the client itself.
 
 use std::sync::Arc;

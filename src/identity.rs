@@ -324,6 +324,21 @@ fn reserved(normalized: &str, injected: bool) -> Option<&'static str> {
     if RESERVED.contains(&normalized) {
         return Some("a header the gateway or the upstream relies on");
     }
+    // Forwarding sets or removes these after identity injection, so an injected value would
+    // silently vanish or be overwritten.
+    let set_by_forwarding = normalized.starts_with("x-forwarded-")
+        || matches!(
+            normalized,
+            "forwarded"
+                | "x-real-ip"
+                | "x-original-url"
+                | "x-rewrite-url"
+                | "x-override-url"
+                | "x-http-destination-url"
+        );
+    if injected && set_by_forwarding {
+        return Some("a header the gateway sets when forwarding");
+    }
     None
 }
 

@@ -136,7 +136,7 @@ pub struct KeySet {
 }
 
 /// The smallest RSA modulus accepted (RFC 7518 §3.3 requires 2048 bits).
-const MIN_RSA_MODULUS_BYTES: usize = 256;
+const MIN_RSA_MODULUS_BITS: usize = 2048;
 
 impl KeySet {
     pub fn single(key: VerifyKey) -> Self {
@@ -245,12 +245,13 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
         "RSA" => {
             let n = decode("n")?;
             let e = decode("e")?;
-            let significant = n.iter().skip_while(|&&b| b == 0).count();
-            if significant < MIN_RSA_MODULUS_BYTES {
-                return Err(format!(
-                    "RSA modulus of {} bits is too short",
-                    significant * 8
-                ));
+            let significant: Vec<u8> = n.iter().copied().skip_while(|&b| b == 0).collect();
+            let bits = significant.len() * 8
+                - significant
+                    .first()
+                    .map_or(0, |b| b.leading_zeros() as usize);
+            if bits < MIN_RSA_MODULUS_BITS {
+                return Err(format!("RSA modulus of {bits} bits is too short"));
             }
             let key = DecodingKey::from_rsa_raw_components(&n, &e);
             (KeyKind::Rsa, key, sha256(&[b"RSA", &n, &e]))
@@ -612,7 +613,12 @@ impl JwksCache {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|directive| directive.trim().strip_prefix("max-age="))
+            .filter_map(|directive| {
+                let (name, value) = directive.trim().split_once('=')?;
+                name.trim()
+                    .eq_ignore_ascii_case("max-age")
+                    .then_some(value.trim())
+            })
             .find_map(|seconds| seconds.trim_matches('"').parse::<u64>().ok())
             .map(Duration::from_secs);
         let mut body = response.into_body();
@@ -663,5 +669,106 @@ impl JwksCache {
                 tokio::time::sleep(delay).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn rsa(bits: usize, extra: Value) -> Value {
+        // Not a real key: parsing only checks structure and size.
+        let mut n = vec![0xff_u8; bits.div_ceil(8)];
+        if bits % 8 != 0 {
+            n[0] = 0xff >> (8 - bits % 8);
+        }
+        let mut jwk = json!({"kty": "RSA", "n": b64(&n), "e": b64(&[1, 0, 1])});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            jwk[k] = v.clone();
+        }
+        jwk
+    }
+
+    fn parsed(keys: Vec<Value>) -> KeySet {
+        KeySet::parse(json!({ "keys": keys }).to_string().as_bytes()).expect("a JWKS")
+    }
+
+    #[test]
+    fn unusable_keys_are_skipped() {
+        let ec = json!({"kty": "EC", "crv": "P-256", "x": b64(&[1; 32]), "y": b64(&[2; 32]), "kid": "ec"});
+        let set = parsed(vec![
+            rsa(2048, json!({"kid": "ok"})),
+            rsa(2047, json!({"kid": "short"})),
+            rsa(2048, json!({"kid": "enc", "use": "enc"})),
+            rsa(2048, json!({"kid": "ops", "key_ops": ["encrypt"]})),
+            rsa(2048, json!({"kid": "wrong-alg", "alg": "ES256"})),
+            rsa(2048, json!({"kid": 5})),
+            json!({"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"}),
+            json!({"kty": "EC", "crv": "P-521", "x": b64(&[1; 66]), "y": b64(&[1; 66])}),
+            json!({"kty": "EC", "crv": "P-256", "x": b64(&[1; 31]), "y": b64(&[2; 32])}),
+            ec,
+        ]);
+        assert_eq!(set.len(), 2);
+        assert!(matches!(
+            set.select(Some("ok"), Algorithm::RS256),
+            Selection::Found(_)
+        ));
+        assert!(matches!(
+            set.select(Some("ok"), Algorithm::PS512),
+            Selection::Found(_)
+        ));
+        assert!(matches!(
+            set.select(Some("ok"), Algorithm::ES256),
+            Selection::Mismatch
+        ));
+        assert!(matches!(
+            set.select(Some("ec"), Algorithm::ES384),
+            Selection::Mismatch
+        ));
+        assert!(matches!(
+            set.select(Some("short"), Algorithm::RS256),
+            Selection::UnknownKid
+        ));
+        assert!(matches!(
+            set.select(None, Algorithm::RS256),
+            Selection::MissingKid
+        ));
+        assert!(KeySet::parse(b"{}").is_err());
+        assert!(KeySet::parse(b"not json").is_err());
+    }
+
+    #[test]
+    fn key_alg_must_equal_the_token_alg() {
+        let set = parsed(vec![rsa(2048, json!({"alg": "RS256"}))]);
+        assert!(matches!(
+            set.select(None, Algorithm::RS256),
+            Selection::Found(_)
+        ));
+        assert!(matches!(
+            set.select(None, Algorithm::RS512),
+            Selection::Mismatch
+        ));
+        // One key without a kid serves tokens with or without one.
+        assert!(matches!(
+            set.select(Some("any"), Algorithm::RS256),
+            Selection::Found(_)
+        ));
+    }
+
+    #[test]
+    fn fetch_uris() {
+        let ok = |u: &str, opt: bool| check_fetch_uri(&u.parse().expect("uri"), opt).is_ok();
+        assert!(ok("https://idp.example/jwks", false));
+        assert!(ok("http://127.0.0.1:8080/jwks", false));
+        assert!(ok("http://[::1]:8080/jwks", false));
+        assert!(ok("http://localhost/jwks", false));
+        assert!(!ok("http://idp.example/jwks", false));
+        assert!(ok("http://idp.example/jwks", true));
+        assert!(!ok("ftp://idp.example/jwks", true));
     }
 }

@@ -195,7 +195,8 @@ async fn csrf_origin_matrix() {
     let client = h1_client();
     for method in ["POST", "PUT", "PATCH", "DELETE"] {
         // (path, extra headers, expected status)
-        let cases: Vec<(&str, Vec<(&str, String)>, u16)> = vec![
+        type Case<'a> = (&'a str, Vec<(&'a str, String)>, u16);
+        let cases: Vec<Case> = vec![
             ("/app/x", vec![("origin", PUBLIC_ORIGIN.into())], 200),
             (
                 "/app/x",

@@ -542,6 +542,25 @@ fn build_providers(
             max_bytes: p.jwks_max_bytes.unwrap_or(file::DEFAULT_JWKS_MAX_BYTES),
             allow_insecure_http: p.allow_insecure_http,
         };
+        if settings.max_bytes < 1024 {
+            fail(
+                start,
+                format!("provider {name:?}: jwks_max_bytes must be at least 1024"),
+            );
+        }
+        if p.secret.is_some()
+            && (p.ca_bundle.is_some()
+                || p.allow_insecure_http
+                || p.jwks_refresh_interval.is_some()
+                || p.jwks_min_refresh_interval.is_some()
+                || p.jwks_max_refresh_interval.is_some()
+                || p.jwks_unknown_kid_interval.is_some()
+                || p.jwks_max_staleness.is_some()
+                || p.jwks_fetch_timeout.is_some()
+                || p.jwks_max_bytes.is_some())
+        {
+            fail(start, format!("provider {name:?} has a secret: ca_bundle, allow_insecure_http and jwks_* settings do not apply"));
+        }
         if settings.min_refresh_interval > settings.max_refresh_interval {
             fail(start, format!("provider {name:?}: jwks_min_refresh_interval is longer than jwks_max_refresh_interval"));
         }
