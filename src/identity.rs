@@ -408,8 +408,6 @@ fn encode(text: &str, header: &HeaderName) -> Result<HeaderValue, IdentityError>
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::Arc;
-
     use serde_json::json;
 
     use super::*;
@@ -423,20 +421,7 @@ mod tests {
     }
 
     fn token(claims: Value) -> VerifiedToken {
-        let Value::Object(map) = claims else {
-            panic!("claims must be an object")
-        };
-        VerifiedToken {
-            provider: Arc::from("test"),
-            issuer: Arc::from("https://issuer.example"),
-            subject: map.get("sub").and_then(Value::as_str).map(String::from),
-            jti: None,
-            kid: None,
-            issued_at: None,
-            expires_at: None,
-            not_before: None,
-            claims: Arc::new(map),
-        }
+        VerifiedToken::with_claims(claims)
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {

@@ -103,22 +103,6 @@ pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     out
 }
 
-fn parse_algorithm(name: &str) -> Option<Algorithm> {
-    use Algorithm::*;
-    Some(match name {
-        "RS256" => RS256,
-        "RS384" => RS384,
-        "RS512" => RS512,
-        "PS256" => PS256,
-        "PS384" => PS384,
-        "PS512" => PS512,
-        "ES256" => ES256,
-        "ES384" => ES384,
-        "EdDSA" => EdDSA,
-        _ => return None,
-    })
-}
-
 /// How a token's `kid` resolved against a key set.
 pub enum Selection {
     Found(Arc<VerifyKey>),
@@ -225,9 +209,10 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
     }
     let alg = match jwk.get("alg") {
         None => None,
-        Some(Value::String(name)) => {
-            Some(parse_algorithm(name).ok_or_else(|| format!("unsupported key alg {name:?}"))?)
-        }
+        Some(Value::String(name)) => Some(
+            crate::jwt::algorithm_from_name(name)
+                .ok_or_else(|| format!("unsupported key alg {name:?}"))?,
+        ),
         Some(_) => return Err("key \"alg\" is not a string".into()),
     };
     let kid = match jwk.get("kid") {

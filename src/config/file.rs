@@ -161,24 +161,9 @@ pub struct AlgorithmName(pub jsonwebtoken::Algorithm);
 string_value!(
     AlgorithmName,
     "one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512",
-    |raw| {
-        use jsonwebtoken::Algorithm::*;
-        Ok(AlgorithmName(match raw {
-            "RS256" => RS256,
-            "RS384" => RS384,
-            "RS512" => RS512,
-            "PS256" => PS256,
-            "PS384" => PS384,
-            "PS512" => PS512,
-            "ES256" => ES256,
-            "ES384" => ES384,
-            "EdDSA" => EdDSA,
-            "HS256" => HS256,
-            "HS384" => HS384,
-            "HS512" => HS512,
-            _ => return Err(format!("{raw:?} is not a supported algorithm")),
-        }))
-    }
+    |raw| crate::jwt::algorithm_from_name(raw)
+        .map(AlgorithmName)
+        .ok_or_else(|| format!("{raw:?} is not a supported algorithm"))
 );
 
 /// Where a claim lives: a JSON Pointer (`"/realm_access/roles"`, RFC 6901) or an array of
