@@ -13,20 +13,34 @@ use common::*;
 fn chromium() -> Option<&'static str> {
     ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
-        .find(|name| Command::new(name).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .find(|name| {
+            Command::new(name)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_follows_the_login_redirect_and_carries_the_session_cookie() {
     let Some(browser) = chromium() else {
-        assert!(std::env::var_os("CI").is_none(), "CI must install chromium (see .ci/run)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install chromium (see .ci/run)"
+        );
         eprintln!("skipped: no chromium on this machine (apt-get install chromium)");
         return;
     };
     let up = echo().await;
     let key = SigningKey::generate(Algorithm::ES256, Some("k")).unwrap();
-    let idp = JwksServer::start(vec![key.public_jwk(true).unwrap()]).await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let idp = JwksServer::start(vec![key.public_jwk(true).unwrap()])
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let origin = format!("http://127.0.0.1:{port}");
     let gw = start(&format!(
         r#"[[listener]]
@@ -49,7 +63,11 @@ login_url = "{issuer}/login"
         jwks = idp.jwks_uri()
     ))
     .await;
-    idp.set_login("sess", &key.token(&claims(&idp.issuer(), "browser-user")), &origin);
+    idp.set_login(
+        "sess",
+        &key.token(&claims(&idp.issuer(), "browser-user")),
+        &origin,
+    );
     let profile = temp_dir("chromium-profile");
     let url = format!("{origin}/app/page?from=browser");
     let output = tokio::task::spawn_blocking(move || {
@@ -80,9 +98,15 @@ login_url = "{issuer}/login"
     assert!(
         dom.contains("browser-user"),
         "the page did not show the authenticated user.\nDOM: {dom}\nstderr: {}",
-        String::from_utf8_lossy(&output.stderr).chars().take(2000).collect::<String>()
+        String::from_utf8_lossy(&output.stderr)
+            .chars()
+            .take(2000)
+            .collect::<String>()
     );
-    assert!(dom.contains("/app/page?from=browser"), "the browser did not come back to the page it asked for: {dom}");
+    assert!(
+        dom.contains("/app/page?from=browser"),
+        "the browser did not come back to the page it asked for: {dom}"
+    );
     // The cookie, not a header the browser could not have had, carried the identity.
     assert!(dom.contains("sess="), "{dom}");
     drop(gw);
