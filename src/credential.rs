@@ -15,10 +15,20 @@ pub enum Source {
     Cookie,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
     pub token: String,
     pub source: Source,
+}
+
+/// Never prints the token: a credential must not reach a log even through `{:?}`.
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("token", &"<redacted>")
+            .field("source", &self.source)
+            .finish()
+    }
 }
 
 /// A request whose credentials cannot be read without guessing.

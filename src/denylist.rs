@@ -434,6 +434,10 @@ pub struct DenylistWatch {
     /// What the file looked like at the last load attempt, good or bad, so a bad file is
     /// reported once rather than on every poll.
     seen: Mutex<Option<Stamp>>,
+    /// A change seen at the last poll but not loaded yet: a file is loaded only once it has
+    /// stayed the same for a whole interval, so a poll that lands between an editor's truncate
+    /// and its write never swaps in an empty or half-written list.
+    settling: Mutex<Option<Option<Stamp>>>,
 }
 
 impl DenylistWatch {
@@ -445,6 +449,7 @@ impl DenylistWatch {
             path,
             list: ArcSwap::from_pointee(initial),
             seen,
+            settling: Mutex::new(None),
         })
     }
 
@@ -471,15 +476,33 @@ impl DenylistWatch {
         Ok(len)
     }
 
-    /// Reloads if the file's mtime or length changed since the last attempt; `None` if unchanged.
+    /// Reloads once the file changed since the last attempt and then stayed unchanged for one
+    /// poll interval; `None` while nothing is to be loaded.
     fn poll(&self) -> Option<Result<usize, ConfigErrors>> {
         let now = stamp(&self.path);
-        let unchanged = *self.seen.lock().unwrap_or_else(|p| p.into_inner()) == now;
-        if unchanged {
-            None
-        } else {
-            Some(self.reload_now())
+        let mut settling = self.settling.lock().unwrap_or_else(|p| p.into_inner());
+        if *self.seen.lock().unwrap_or_else(|p| p.into_inner()) == now {
+            *settling = None;
+            return None;
         }
+        if *settling != Some(now) {
+            *settling = Some(now);
+            return None;
+        }
+        *settling = None;
+        let result = Denylist::load(&self.path);
+        let after = stamp(&self.path);
+        if after != now {
+            // Written while it was read: what was read may be half a file.
+            *settling = Some(after);
+            return None;
+        }
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = now;
+        Some(result.map(|list| {
+            let len = list.len();
+            self.list.store(Arc::new(list));
+            len
+        }))
     }
 
     /// Polls the file's metadata every `interval`, re-stating by path so atomic renames are seen,
@@ -928,5 +951,32 @@ mod tests {
             .expect("watcher stops after the watch is dropped")
             .expect("watcher task did not panic");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_file_caught_mid_write_is_never_loaded() {
+        let dir =
+            std::env::temp_dir().join(format!("authgate-denylist-settle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("deny.toml");
+        let one = format!("[[token]]\nissuer = \"{ISS}\"\njti = \"a\"\n");
+        std::fs::write(&path, &one).unwrap();
+        let watch = DenylistWatch::new(path.clone(), Denylist::load(&path).unwrap());
+        // An editor truncated the file; the poll sees it but waits for it to settle.
+        std::fs::write(&path, "").unwrap();
+        assert!(watch.poll().is_none());
+        assert_eq!(
+            watch.current().len(),
+            1,
+            "a truncated file replaced the list"
+        );
+        // The write lands before the next poll: still settling, then loaded once stable.
+        let two = format!("{one}[[token]]\nissuer = \"{ISS}\"\njti = \"b\"\n");
+        std::fs::write(&path, &two).unwrap();
+        assert!(watch.poll().is_none());
+        assert_eq!(watch.current().len(), 1);
+        assert_eq!(watch.poll().map(|r| r.ok()), Some(Some(2)));
+        assert!(watch.poll().is_none(), "an unchanged file is not reloaded");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -68,7 +68,12 @@ pub enum ErrorFlavor {
 }
 
 impl ErrorFlavor {
-    pub fn of(headers: &http::HeaderMap) -> Self {
+    /// gRPC runs over HTTP/2 POST only; anything else asking for a gRPC-shaped answer gets JSON,
+    /// so a refused plain request can never look like a 200 to caches and monitors.
+    pub fn of(version: http::Version, method: &Method, headers: &http::HeaderMap) -> Self {
+        if version != http::Version::HTTP_2 || method != Method::POST {
+            return ErrorFlavor::Json;
+        }
         let is_grpc = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -210,6 +215,7 @@ impl GatewayError {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/grpc"),
             );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             headers.insert("grpc-status", HeaderValue::from(self.grpc_code()));
             headers.insert("grpc-message", HeaderValue::from_static(reason));
             return response;

@@ -443,6 +443,14 @@ pub async fn send(
     }
     set_forwarding_headers(&out, &mut parts.headers);
     join_cookies(&mut parts.headers);
+    // Credentials are never indexed by HPACK on an HTTP/2 upstream (RFC 7541 §7.1.3).
+    for name in [header::AUTHORIZATION, header::COOKIE] {
+        if let header::Entry::Occupied(mut entry) = parts.headers.entry(name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
+    }
     if out.route.preserve_host {
         if let Some(value) = out
             .original_host

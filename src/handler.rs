@@ -35,7 +35,7 @@ pub async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let snapshot = state.load();
-    let flavor = ErrorFlavor::of(req.headers());
+    let flavor = ErrorFlavor::of(req.version(), req.method(), req.headers());
     let method = req.method().clone();
     let version = req.version();
     let logged_path = req.uri().path().to_string();
@@ -180,11 +180,9 @@ async fn pipeline(
                 claim: None,
             })?;
     }
-    if !route.auth.forward_authorization
-        && credential
-            .as_ref()
-            .is_some_and(|c| c.source == Source::AuthorizationHeader)
-    {
+    if !route.auth.forward_authorization {
+        // Whatever the scheme: an upstream must not mistake an unverified header for a token
+        // the gateway checked.
         req.headers_mut().remove(http::header::AUTHORIZATION);
     }
     if let (false, Some(cookie)) = (auth.forward_session_cookie, &auth.session_cookie) {

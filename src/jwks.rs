@@ -172,7 +172,6 @@ impl KeySet {
         let candidates: Vec<&Arc<VerifyKey>> = match kid {
             Some(kid) => match self.by_kid.get(kid) {
                 Some(indices) => indices.iter().map(|&i| &self.keys[i]).collect(),
-                None if self.keys.len() == 1 && self.keys[0].kid.is_none() => vec![&self.keys[0]],
                 None => return Selection::UnknownKid,
             },
             None if self.keys.len() == 1 => vec![&self.keys[0]],
@@ -485,15 +484,31 @@ impl JwksCache {
 
     /// Joins the fetch in flight, or starts one at the earliest moment the rate limit allows.
     pub async fn refresh(self: &Arc<Self>) -> Result<Arc<KeySet>, FetchError> {
+        self.fetch_coalesced(true).await
+    }
+
+    /// The scheduled refresh: not held to the unknown-kid window, which exists to bound fetches
+    /// that requests trigger, not the ones the configured interval asks for.
+    async fn scheduled_refresh(self: &Arc<Self>) -> Result<Arc<KeySet>, FetchError> {
+        self.fetch_coalesced(false).await
+    }
+
+    async fn fetch_coalesced(
+        self: &Arc<Self>,
+        rate_limited: bool,
+    ) -> Result<Arc<KeySet>, FetchError> {
         let shared = {
             let mut state = self.lock_state();
             match &state.in_flight {
                 Some(in_flight) => in_flight.clone(),
                 None => {
-                    let wait = state.last_attempt.map_or(Duration::ZERO, |last| {
-                        (last + self.settings.unknown_kid_interval)
-                            .saturating_duration_since(Instant::now())
-                    });
+                    let wait = state.last_attempt.filter(|_| rate_limited).map_or(
+                        Duration::ZERO,
+                        |last| {
+                            (last + self.settings.unknown_kid_interval)
+                                .saturating_duration_since(Instant::now())
+                        },
+                    );
                     let this = self.clone();
                     let fetch = async move {
                         tokio::time::sleep(wait).await;
@@ -514,7 +529,8 @@ impl JwksCache {
     async fn fetch_and_store(&self) -> Result<Arc<KeySet>, FetchError> {
         self.lock_state().last_attempt = Some(Instant::now());
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let outcome = tokio::time::timeout(self.settings.fetch_timeout * 2, self.fetch()).await;
+        let outcome =
+            tokio::time::timeout(self.settings.fetch_timeout.saturating_mul(2), self.fetch()).await;
         match outcome {
             Ok(Ok((set, max_age))) => {
                 let set = Arc::new(set);
@@ -636,7 +652,7 @@ impl JwksCache {
             let mut failures: u32 = 0;
             loop {
                 let Some(this) = weak.upgrade() else { return };
-                let delay = match this.refresh().await {
+                let delay = match this.scheduled_refresh().await {
                     Ok(_) => {
                         failures = 0;
                         this.lock_state().next_refresh_after
@@ -738,10 +754,10 @@ mod tests {
             set.select(None, Algorithm::RS512),
             Selection::Mismatch
         ));
-        // One key without a kid serves tokens with or without one.
+        // The only key serves tokens without a kid; a token naming a kid needs a key of that kid.
         assert!(matches!(
             set.select(Some("any"), Algorithm::RS256),
-            Selection::Found(_)
+            Selection::UnknownKid
         ));
     }
 

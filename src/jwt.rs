@@ -211,6 +211,8 @@ struct CachedToken {
     ttl: Duration,
 }
 
+const MAX_KID_BYTES: usize = 256;
+
 /// The longest a verified token stays cached, even with a distant (or no) `exp`.
 const MAX_CACHE_TTL: Duration = Duration::from_secs(300);
 
@@ -352,7 +354,9 @@ impl Verifier {
         }
         let kid = match header.get("kid") {
             None => None,
-            Some(Value::String(kid)) => Some(kid.as_str()),
+            // A kid is an identifier, not a payload: a long one only costs memory in the
+            // unknown-kid cache.
+            Some(Value::String(kid)) if kid.len() <= MAX_KID_BYTES => Some(kid.as_str()),
             Some(_) => return Err(TokenError::Malformed.into()),
         };
         let claims = decode_object(payload_b64)?;

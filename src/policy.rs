@@ -268,6 +268,15 @@ fn check_scopes(key: &str, scopes: &[String]) -> Result<(), String> {
                  can never grant it (list each scope separately)"
             ));
         }
+        // RFC 6749 §3.3 scope-token: these may be echoed in a WWW-Authenticate challenge.
+        if !scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+        {
+            return Err(format!(
+                "{key} entry {scope:?} holds a character a scope may not (RFC 6749 §3.3)"
+            ));
+        }
     }
     Ok(())
 }

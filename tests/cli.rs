@@ -343,6 +343,9 @@ fn check_locates_auth_config_errors() {
         (format!("{provider}jwks_uri = \"https://idp.example/jwks\"\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://x\"\n[route.policy]\nroles_claim = \"roles\"\nroles_any = [\"a\"]\n"), "roles_claim", "JSON Pointer"),
         (format!("{provider}jwks_uri = \"https://idp.example/jwks\"\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://x\"\nauth = \"sometimes\"\n"), "auth = ", "unknown variant"),
         ("[auth.identity]\nprefix = \"\"\n".into(), "prefix", "prefix"),
+        (format!("{provider}jwks_uri = \"https://idp.example/jwks\"\njwks_unknown_kid_interval = \"10ms\"\n"), "[[provider]]", "below 100ms"),
+        (format!("{provider}jwks_uri = \"https://idp.example/jwks\"\njwks_fetch_timeout = \"99999999h\"\n"), "jwks_fetch_timeout", "longer than 365 days"),
+        ("[[provider]]\nname = \"h\"\nissuer = \"i\"\naudiences = [\"api\"]\nalgorithms = [\"HS256\"]\nsecret = \"0123456789abcdef0123456789abcdef\"\njwks_max_staleness = \"1h\"\n".into(), "[[provider]]", "do not apply"),
     ];
     for (body, marker, message) in &cases {
         let text = format!("{VALID_HEAD}{body}");

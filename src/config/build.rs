@@ -542,6 +542,9 @@ fn build_providers(
             max_bytes: p.jwks_max_bytes.unwrap_or(file::DEFAULT_JWKS_MAX_BYTES),
             allow_insecure_http: p.allow_insecure_http,
         };
+        if settings.unknown_kid_interval < Duration::from_millis(100) {
+            fail(start, format!("provider {name:?}: jwks_unknown_kid_interval below 100ms would let unknown kids hammer the IdP"));
+        }
         if settings.max_bytes < 1024 {
             fail(
                 start,

@@ -27,6 +27,7 @@ macro_rules! string_value {
     };
 }
 
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -438,6 +439,10 @@ pub fn parse_duration(text: &str) -> Result<HumanDuration, String> {
         "h" => Duration::from_secs(value.saturating_mul(3600)),
         _ => return Err(format!("duration {text:?} has an unknown unit {unit:?}")),
     };
+    // Far beyond any sensible timeout, and small enough that no arithmetic on it overflows.
+    if duration > MAX_DURATION {
+        return Err(format!("duration {text:?} is longer than 365 days"));
+    }
     Ok(HumanDuration(duration))
 }
 
