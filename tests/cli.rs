@@ -127,7 +127,21 @@ fn check_accepts_the_shipped_example_and_a_tls_config() {
 
 /// Starts the binary on `config`, returning the child and the first listener's address.
 fn spawn_gateway(config: &Path) -> (std::process::Child, std::net::SocketAddr) {
-    let mut child = Command::new(BIN)
+    let (child, addr, _) = spawn_gateway_with(Command::new(BIN), config);
+    (child, addr)
+}
+
+/// Starts `command` (the binary, perhaps behind a wrapper) on `config`; returns the child, the
+/// first listener's address, and every JSON log line as it arrives.
+fn spawn_gateway_with(
+    mut command: Command,
+    config: &Path,
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::sync::mpsc::Receiver<serde_json::Value>,
+) {
+    let mut child = command
         .args(["--log-format", "json", "run", "--config"])
         .arg(config)
         .stdin(Stdio::null())
@@ -137,6 +151,7 @@ fn spawn_gateway(config: &Path) -> (std::process::Child, std::net::SocketAddr) {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let (log_tx, log_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
@@ -145,13 +160,14 @@ fn spawn_gateway(config: &Path) -> (std::process::Child, std::net::SocketAddr) {
                         let _ = tx.send(address.parse().unwrap());
                     }
                 }
+                let _ = log_tx.send(event);
             }
         }
     });
     let addr = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("gateway never logged its address");
-    (child, addr)
+    (child, addr, log_rx)
 }
 
 fn signal(child: &std::process::Child, name: &str) {
@@ -372,4 +388,60 @@ fn check_locates_auth_config_errors() {
         output.contains(&format!("{}:3:", dir.join("deny.toml").display())),
         "{output}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accept_loop_survives_running_out_of_file_descriptors() {
+    let up = echo().await;
+    let dir = temp_dir("emfile");
+    let config = dir.join("authgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{VALID_HEAD}[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\nauth = \"public\"\n"
+        ),
+    )
+    .unwrap();
+    // A descriptor limit so low that a burst of connections exhausts it.
+    let mut wrapper = Command::new("prlimit");
+    wrapper.args(["--nofile=48:48", "--", BIN]);
+    let (mut child, addr, logs) = spawn_gateway_with(wrapper, &config);
+    let mut held = Vec::new();
+    for _ in 0..120 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
+            held.push(stream);
+        }
+    }
+    let saw_accept_error = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match logs.recv_timeout(left) {
+                Ok(event) if event["message"] == "accept failed; retrying" => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(
+        saw_accept_error,
+        "the descriptor limit was never hit; the test proves nothing"
+    );
+    drop(held);
+    // Once descriptors are free again, the same listener serves.
+    let served = eventually_async(Duration::from_secs(30), || async {
+        let request = h1_client().request(get(&format!("http://{addr}/after")));
+        matches!(tokio::time::timeout(Duration::from_secs(5), request).await, Ok(Ok(r)) if r.status() == 200)
+    })
+    .await;
+    assert!(served, "the gateway stopped serving after accept errors");
+    signal(&child, "TERM");
+    let status =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .expect("gateway did not exit");
+    assert!(status.success());
 }
