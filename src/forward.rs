@@ -118,7 +118,8 @@ impl UpstreamClient {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http();
-        // ALPN offers only the protocol the route asked for, so an h2 route never falls back.
+        // An h2 route offers only h2 in ALPN, so it never falls back to HTTP/1.1; an http1 route
+        // offers no ALPN at all.
         let connector = match key.protocol {
             UpstreamProtocol::Http1 => connector.enable_http1().wrap_connector(http),
             UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
@@ -240,7 +241,8 @@ pub fn websocket_upgrade(req: &Request<Incoming>) -> Option<Upgrade> {
             && protocol.as_str().eq_ignore_ascii_case("websocket");
         return websocket.then_some(Upgrade::H2ExtendedConnect);
     }
-    if req.version() != Version::HTTP_11 {
+    // RFC 6455 §4.1: the opening handshake is a GET; any other method's Upgrade is dropped.
+    if req.version() != Version::HTTP_11 || req.method() != http::Method::GET {
         return None;
     }
     let headers = req.headers();
@@ -478,6 +480,16 @@ pub async fn send(
         Ok(Err(error)) => return Err(classify(&error)),
         Ok(Ok(response)) => response,
     };
+    if expected_accept.is_some() && response.status().is_success() {
+        // A 2xx to an extended CONNECT means "tunnel open" to the client, but the upstream did
+        // not switch protocols: nothing would feed that tunnel.
+        return Err(GatewayError::UpstreamFailed {
+            detail: format!(
+                "upstream answered a WebSocket handshake with {}",
+                response.status()
+            ),
+        });
+    }
     if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
         (client_upgrade, response.status())
     {

@@ -258,6 +258,16 @@ pub(super) fn build(
             )),
             _ => {}
         }
+        if route.preserve_host && route.upstream_protocol != file::UpstreamProtocol::Http1 {
+            // HTTP/2 carries the host in :authority, which must name the server connected to
+            // (RFC 9113 §8.3.1); a second, different Host would contradict it.
+            errors.push(at.error_at(
+                route_span.start,
+                format!(
+                    "route {name:?}: preserve_host works with upstream_protocol = \"http1\" only"
+                ),
+            ));
+        }
         if route.strip_prefix && route.path_prefix.0 == "/" {
             errors.push(at.error_at(
                 route_span.start,
@@ -395,6 +405,14 @@ fn build_auth(
         errors.push(at.error_unplaced(
             "auth.realm may not be empty or hold quotes, backslashes or control characters",
         ));
+    }
+    if let Some(cookie) = &section.session_cookie {
+        if !valid_cookie_name(cookie.get_ref()) {
+            errors.push(at.error_at(
+                cookie.span().start,
+                format!("{:?} is not a valid cookie name", cookie.get_ref()),
+            ));
+        }
     }
     let max_token_bytes = section
         .max_token_bytes
@@ -725,8 +743,9 @@ fn route_auth(
             }
         }
     }
+    // The default cookie is checked once, with [auth]; a route's own cookie here.
     let cookie = route.session_cookie.as_ref().or(default_cookie);
-    if let Some(cookie) = cookie {
+    if let Some(cookie) = &route.session_cookie {
         if !valid_cookie_name(cookie.get_ref()) {
             errors.push(at.error_at(
                 cookie.span().start,

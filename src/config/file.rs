@@ -390,7 +390,13 @@ string_value!(
     Origin,
     "an origin such as \"https://app.example.com\" (scheme, host, optional port; no path)",
     |raw| {
-        crate::credential::parse_origin(raw)
+        let bare = raw.trim_end_matches('/');
+        if bare.matches('/').count() != 2 || bare.contains(['?', '#']) {
+            return Err(format!(
+                "{raw:?} is not an origin: it may not have a path, query or fragment"
+            ));
+        }
+        crate::credential::parse_origin(bare)
             .map(Origin)
             .ok_or_else(|| format!("{raw:?} is not an origin"))
     }
@@ -408,7 +414,9 @@ string_value!(
             .parse()
             .map_err(|e| format!("{expanded:?} is not a URL: {e}"))?;
         match uri.scheme_str() {
-            Some("http" | "https") if uri.authority().is_some() => Ok(LoginUrl(expanded)),
+            Some("http" | "https") if uri.authority().is_some() && !expanded.contains('#') => {
+                Ok(LoginUrl(expanded))
+            }
             _ => Err(format!("{expanded:?} must be an absolute http(s) URL")),
         }
     }
