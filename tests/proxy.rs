@@ -616,3 +616,38 @@ async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
         "still accepting after shutdown"
     );
 }
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused() {
+    let up = echo().await;
+    let gw = start(&format!(
+        "[server]\nmax_header_bytes = 16384\nh2_max_header_list_bytes = 16384\n{}\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\nauth = \"public\"\n",
+        listener_plain()
+    ))
+    .await;
+    let big = "x".repeat(64 * 1024);
+    let request = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
+    let response = raw_exchange(gw.addrs[0], request.as_bytes(), LONG).await;
+    assert_eq!(
+        raw_status(&response),
+        431,
+        "{}",
+        &response[..response.len().min(200)]
+    );
+    // HTTP/2: the header list limit refuses the stream, and the connection keeps serving.
+    let client = h2c_client();
+    let req = Request::get(format!("http://{}/big", gw.addrs[0]))
+        .header("x-big", big.as_str())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let refused = tokio::time::timeout(LONG, client.request(req))
+        .await
+        .unwrap();
+    assert!(
+        refused.as_ref().map_or(true, |r| r.status() == 431),
+        "an oversized HTTP/2 header list was served: {:?}",
+        refused.map(|r| r.status())
+    );
+    let reply = send(&client, get(&format!("http://{}/small", gw.addrs[0]))).await;
+    assert_eq!(reply.status, 200);
+}
