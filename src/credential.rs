@@ -37,6 +37,9 @@ pub enum CredentialError {
     MultipleAuthorization,
     MalformedBearer,
     DuplicateCookie,
+    /// A `Cookie` field that is not visible ASCII: what the gateway reads and what the upstream
+    /// reads could differ.
+    MalformedCookie,
     /// A Bearer header and the session cookie carry different tokens.
     Conflicting,
 }
@@ -49,6 +52,7 @@ impl CredentialError {
             }
             CredentialError::MalformedBearer => "malformed_authorization",
             CredentialError::DuplicateCookie => "duplicate_session_cookie",
+            CredentialError::MalformedCookie => "malformed_cookie",
         }
     }
 }
@@ -94,10 +98,51 @@ fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
         .map(|(name, value)| (name.trim(), value.trim()))
 }
 
+/// Whether a cookie name is the session cookie as some upstream framework would read it:
+/// case-insensitively (ASP.NET) or percent-decoded (PHP). Any such spelling counts, so a second
+/// spelling is a duplicate, never a second credential the gateway did not check.
+fn is_session_cookie(cookie: &str, name: &str) -> bool {
+    if cookie.eq_ignore_ascii_case(name) {
+        return true;
+    }
+    cookie.contains('%') && percent_decode(cookie).eq_ignore_ascii_case(name)
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn session_cookie(headers: &HeaderMap, name: &str) -> Result<Option<String>, CredentialError> {
+    if headers
+        .get_all(header::COOKIE)
+        .iter()
+        .any(|v| v.to_str().is_err())
+    {
+        return Err(CredentialError::MalformedCookie);
+    }
     let mut found = None;
     for (cookie, value) in cookie_pairs(headers) {
-        if cookie != name {
+        if !is_session_cookie(cookie, name) {
             continue;
         }
         if found.is_some() {
@@ -139,7 +184,7 @@ pub fn extract(
 /// Removes the session cookie from the `Cookie` fields, keeping every other cookie.
 pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
     let kept: Vec<String> = cookie_pairs(headers)
-        .filter(|(cookie, _)| *cookie != name)
+        .filter(|(cookie, _)| !is_session_cookie(cookie, name))
         .map(|(cookie, value)| format!("{cookie}={value}"))
         .collect();
     headers.remove(header::COOKIE);
@@ -293,6 +338,34 @@ mod tests {
         remove_cookie(&mut headers, "sess");
         assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
         assert_eq!(headers[header::COOKIE], "a=1; b=2");
+        // Other spellings of the name are the same cookie to some upstream framework.
+        for spelling in ["SESS=forged", "%73ess=forged", "Sess=forged"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, HeaderValue::from_static("sess=tok"));
+            h.append(
+                header::COOKIE,
+                HeaderValue::from_str(spelling).expect("ascii"),
+            );
+            assert_eq!(
+                extract(&h, Some("sess")),
+                Err(CredentialError::DuplicateCookie),
+                "{spelling}"
+            );
+            remove_cookie(&mut h, "sess");
+            assert!(
+                h.get(header::COOKIE).is_none(),
+                "{spelling} survived removal"
+            );
+        }
+        let mut binary = HeaderMap::new();
+        binary.insert(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"x=\xff; sess=forged").expect("bytes"),
+        );
+        assert_eq!(
+            extract(&binary, Some("sess")),
+            Err(CredentialError::MalformedCookie)
+        );
     }
 
     #[test]

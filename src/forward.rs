@@ -26,6 +26,7 @@ use crate::config::file::UpstreamProtocol;
 use crate::config::UpstreamDefaults;
 use crate::error::GatewayError;
 use crate::route::Route;
+use crate::tunnel::ConnectionGuard;
 
 /// What the gateway knows about the TCP peer of a request.
 #[derive(Debug, Clone, Copy)]
@@ -35,15 +36,35 @@ pub struct PeerInfo {
 }
 
 /// The standard hop-by-hop fields (RFC 9110 §7.6.1) plus the legacy ones still seen in the wild.
+/// `Trailer` is not among them: it announces the trailers HTTP/1.1 peers will send, and hyper
+/// writes only declared trailers.
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
-    "trailer",
     "transfer-encoding",
     "upgrade",
+    "http2-settings",
+];
+
+/// Ask a back end to treat the request as another method than the one the route allowed.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Describe the client and are believed only from a trusted proxy; the `x-forwarded-` family is
+/// matched by prefix (Prefix, Port, Server, Ssl, Scheme...).
+const CLIENT_DESCRIBING: [&str; 6] = [
+    "front-end-https",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "client-ip",
+    "x-real-ip",
 ];
 
 /// Asks a back end to route on another path than the one the gateway matched.
@@ -57,6 +78,13 @@ const PATH_OVERRIDES: [&str; 4] = [
 /// Removes hop-by-hop headers, including every name listed in `Connection`. `te: trailers` is the
 /// one hop-by-hop value that HTTP/2 allows and gRPC needs, so it alone survives.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Read first: a client that lists TE in Connection (as RFC 9110 asks) keeps `te: trailers`.
+    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -70,12 +98,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
-    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        })
-    });
     headers.remove(header::TE);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -220,8 +242,8 @@ pub struct Outbound<'a> {
 /// `Upgrade: websocket`; an HTTP/2 client's extended CONNECT (RFC 8441) is translated to it.
 #[derive(Debug, Clone)]
 pub enum Upgrade {
-    /// `Connection: upgrade` + `Upgrade: websocket` on HTTP/1.1; the value is the `Upgrade` header.
-    Http1(HeaderValue),
+    /// `Connection: upgrade` + `Upgrade: websocket` on HTTP/1.1.
+    Http1,
     /// `CONNECT` with `:protocol = websocket` on HTTP/2.
     H2ExtendedConnect,
 }
@@ -257,7 +279,7 @@ pub fn websocket_upgrade(req: &Request<Incoming>) -> Option<Upgrade> {
         v.split(',')
             .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
     });
-    (connection_upgrade && websocket).then(|| Upgrade::Http1(upgrade.clone()))
+    (connection_upgrade && websocket).then_some(Upgrade::Http1)
 }
 
 /// RFC 6455 §4.2.2: the accept value the upstream must answer a key with.
@@ -303,6 +325,19 @@ pub fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Result<Ur
 }
 
 fn set_forwarding_headers(out: &Outbound<'_>, headers: &mut HeaderMap) {
+    if !out.settings.is_trusted(out.peer.addr.ip()) {
+        let spoofable: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| {
+                name.as_str().starts_with("x-forwarded-")
+                    || CLIENT_DESCRIBING.contains(&name.as_str())
+            })
+            .cloned()
+            .collect();
+        for name in spoofable {
+            headers.remove(name);
+        }
+    }
     let peer_ip = canonical_ip(out.peer.addr.ip());
     let trusted = out.settings.is_trusted(peer_ip);
     let proto = if out.peer.tls { "https" } else { "http" };
@@ -395,6 +430,7 @@ pub async fn send(
 ) -> Result<Response<Body>, GatewayError> {
     let client_upgrade = out.upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    let guard = parts.extensions.remove::<Arc<ConnectionGuard>>();
     let mut send_body = true;
     parts.uri = upstream_uri(out.route, out.path, parts.uri.query())?;
     parts.version = match out.client.protocol {
@@ -412,8 +448,20 @@ pub async fn send(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         match upgrade {
-            Upgrade::Http1(value) => {
-                parts.headers.insert(header::UPGRADE, value.clone());
+            Upgrade::Http1 => {
+                // Only websocket goes upstream, whatever else the client listed (an h2c upgrade
+                // would open a connection that bypasses routing and authentication).
+                parts
+                    .headers
+                    .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                let key = parts
+                    .headers
+                    .get(header::SEC_WEBSOCKET_KEY)
+                    .and_then(|k| k.to_str().ok())
+                    .ok_or(GatewayError::BadRequest {
+                        reason: "bad_websocket_handshake",
+                    })?;
+                expected_accept = Some(websocket_accept(key));
             }
             Upgrade::H2ExtendedConnect => {
                 // The HTTP/2 stream is the tunnel: the upstream gets a body-less GET handshake
@@ -440,8 +488,8 @@ pub async fn send(
             }
         }
     }
-    for name in PATH_OVERRIDES {
-        parts.headers.remove(name);
+    for name in PATH_OVERRIDES.iter().chain(&METHOD_OVERRIDES) {
+        parts.headers.remove(*name);
     }
     set_forwarding_headers(&out, &mut parts.headers);
     join_cookies(&mut parts.headers);
@@ -480,7 +528,8 @@ pub async fn send(
         Ok(Err(error)) => return Err(classify(&error)),
         Ok(Ok(response)) => response,
     };
-    if expected_accept.is_some() && response.status().is_success() {
+    let h2_tunnel = matches!(out.upgrade, Some(Upgrade::H2ExtendedConnect));
+    if h2_tunnel && response.status().is_success() {
         // A 2xx to an extended CONNECT means "tunnel open" to the client, but the upstream did
         // not switch protocols: nothing would feed that tunnel.
         return Err(GatewayError::UpstreamFailed {
@@ -493,20 +542,27 @@ pub async fn send(
     if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
         (client_upgrade, response.status())
     {
-        if let Some(expected) = expected_accept {
-            let accept = response.headers().get(header::SEC_WEBSOCKET_ACCEPT);
-            if accept.is_none_or(|a| a.as_bytes() != expected.as_bytes()) {
-                return Err(GatewayError::UpstreamFailed {
-                    detail: "upstream answered the WebSocket handshake with a wrong accept".into(),
-                });
-            }
+        // The tunnel opens only onto a WebSocket that proved it read this handshake.
+        let switched_to_websocket = response
+            .headers()
+            .get(header::UPGRADE)
+            .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        let accept = response.headers().get(header::SEC_WEBSOCKET_ACCEPT);
+        let accepted = expected_accept
+            .as_ref()
+            .is_some_and(|expected| accept.is_some_and(|a| a.as_bytes() == expected.as_bytes()));
+        if !switched_to_websocket || !accepted {
+            return Err(GatewayError::UpstreamFailed {
+                detail: "upstream switched protocols without a valid WebSocket handshake".into(),
+            });
         }
-        let h2 = matches!(out.upgrade, Some(Upgrade::H2ExtendedConnect));
+        let h2 = h2_tunnel;
         return Ok(tunnel(
             client_upgrade,
             response,
             out.upgrade_idle_timeout,
             h2,
+            guard,
         ));
     }
     let (mut parts, body) = response.into_parts();
@@ -524,6 +580,7 @@ fn tunnel(
     mut response: Response<Incoming>,
     idle: Duration,
     client_is_h2: bool,
+    guard: Option<Arc<ConnectionGuard>>,
 ) -> Response<Body> {
     let upstream_upgrade = hyper::upgrade::on(&mut response);
     let (mut parts, _) = response.into_parts();
@@ -549,7 +606,20 @@ fn tunnel(
                 return;
             }
         };
-        match crate::tunnel::splice(TokioIo::new(client), TokioIo::new(upstream), idle).await {
+        let splice = crate::tunnel::splice(TokioIo::new(client), TokioIo::new(upstream), idle);
+        // Held for the tunnel's life: it counts against max_connections and the drain, and a
+        // WebSocket cannot be drained gracefully, so shutdown closes it.
+        let stopping = async {
+            match &guard {
+                Some(guard) => guard.stopping().await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = splice => outcome,
+            () = stopping => Err(std::io::Error::other("gateway shutting down")),
+        };
+        match outcome {
             Ok((up, down)) => {
                 tracing::debug!(
                     bytes_to_upstream = up,
@@ -686,6 +756,17 @@ mod tests {
             headers.get("te").map(HeaderValue::as_bytes),
             Some(&b"trailers"[..])
         );
+        // RFC 9110 asks a client sending TE to list it in Connection: trailers must survive.
+        let mut listed = HeaderMap::new();
+        listed.insert("connection", HeaderValue::from_static("te"));
+        listed.insert("te", HeaderValue::from_static("trailers"));
+        listed.insert("trailer", HeaderValue::from_static("grpc-status"));
+        strip_hop_by_hop(&mut listed);
+        assert_eq!(
+            listed.get("te").map(HeaderValue::as_bytes),
+            Some(&b"trailers"[..])
+        );
+        assert!(listed.contains_key("trailer"));
     }
 
     #[test]

@@ -76,6 +76,12 @@ async fn pipeline(
     let host = RequestHost::of(&req)?;
     // Read before hop-by-hop removal; forward re-requests the upgrade from the upstream.
     let upgrade = forward::websocket_upgrade(&req);
+    if req.method() == http::Method::CONNECT && upgrade.is_none() {
+        // A gateway to services is no forward proxy: only WebSocket extended CONNECT passes.
+        return Err(GatewayError::BadRequest {
+            reason: "connect_unsupported",
+        });
+    }
     let method = upgrade
         .as_ref()
         .map_or_else(|| req.method().clone(), forward::Upgrade::routing_method);
@@ -187,6 +193,14 @@ async fn pipeline(
     }
     if let (false, Some(cookie)) = (auth.forward_session_cookie, &auth.session_cookie) {
         credential::remove_cookie(req.headers_mut(), cookie);
+    }
+    if preflight && auth.mode != AuthMode::Public {
+        // Browsers never attach credentials to a preflight, so any here are not the browser's,
+        // and none of them was verified.
+        req.headers_mut().remove(http::header::AUTHORIZATION);
+        if let Some(cookie) = &auth.session_cookie {
+            credential::remove_cookie(req.headers_mut(), cookie);
+        }
     }
     let outbound = Outbound {
         route,

@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::forward::PeerInfo;
 use crate::server::ConnectionServer;
+use crate::tunnel::ConnectionGuard;
 
 pub struct AcceptLoop {
     pub listener: TcpListener,
@@ -59,15 +60,14 @@ impl AcceptLoop {
             let in_flight = self.in_flight.clone();
             let handshake_timeout = self.handshake_timeout;
             tokio::spawn(async move {
-                let _permit = permit;
-                let _in_flight = in_flight;
+                let guard = Arc::new(ConnectionGuard::new(permit, in_flight, stop.clone()));
                 match tls {
                     None => {
                         let info = PeerInfo {
                             addr: peer,
                             tls: false,
                         };
-                        server.serve(stream, info, stop).await;
+                        server.serve(stream, info, stop, guard).await;
                     }
                     Some(acceptor) => {
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
@@ -77,7 +77,7 @@ impl AcceptLoop {
                                     addr: peer,
                                     tls: true,
                                 };
-                                server.serve(tls_stream, info, stop).await;
+                                server.serve(tls_stream, info, stop, guard).await;
                             }
                             Ok(Err(error)) => {
                                 tracing::debug!(%peer, %error, "TLS handshake failed")

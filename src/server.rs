@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::config::ServerSettings;
 use crate::forward::PeerInfo;
 use crate::state::SharedState;
-use crate::tunnel::{Activity, ActivityIo};
+use crate::tunnel::{Activity, ActivityIo, ConnectionGuard};
 
 pub struct ConnectionServer {
     builder: auto::Builder<TokioExecutor>,
@@ -49,14 +49,20 @@ impl ConnectionServer {
         }
     }
 
-    pub async fn serve<IO>(&self, io: IO, peer: PeerInfo, mut stop: watch::Receiver<bool>)
-    where
+    pub async fn serve<IO>(
+        &self,
+        io: IO,
+        peer: PeerInfo,
+        mut stop: watch::Receiver<bool>,
+        guard: Arc<ConnectionGuard>,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let activity = Activity::new();
         let io = ActivityIo::new(io, activity.clone());
         let state = self.state.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(guard.clone());
             let state = state.clone();
             async move { Ok::<_, Infallible>(crate::handler::handle(state, req, peer).await) }
         });

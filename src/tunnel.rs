@@ -44,6 +44,35 @@ impl Default for Activity {
     }
 }
 
+/// One client connection's claims on the gateway: a connection-limit permit and a place in the
+/// shutdown drain. Every request carries it, so an upgraded tunnel that outlives its HTTP
+/// connection keeps both until it closes, and sees shutdown begin.
+pub struct ConnectionGuard {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _in_flight: tokio::sync::mpsc::Sender<()>,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl ConnectionGuard {
+    pub fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        in_flight: tokio::sync::mpsc::Sender<()>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        ConnectionGuard {
+            _permit: permit,
+            _in_flight: in_flight,
+            stop,
+        }
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn stopping(&self) {
+        let mut stop = self.stop.clone();
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    }
+}
+
 /// Splices two streams until either closes or neither moves a byte for `idle`.
 pub async fn splice<A, B>(a: A, b: B, idle: Duration) -> std::io::Result<(u64, u64)>
 where

@@ -6,6 +6,7 @@ mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -430,4 +431,109 @@ async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
         Message::Binary(data) => assert!(data[..] == big[..]),
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// An upstream that answers every request with `101 Upgrade: h2c` and records the request head.
+async fn h2c_upgrading_upstream() -> (SocketAddr, Arc<std::sync::Mutex<String>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                *record.lock().unwrap() = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let _ = stream
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+                    .await;
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn only_websocket_is_ever_upgraded_to() {
+    let (up, seen) = h2c_upgrading_upstream().await;
+    let gw = start(&format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\nauth = \"public\"\n"
+    ))
+    .await;
+    let request = "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket, h2c\r\n\
+                   HTTP2-Settings: AAMAAABkAAQAAP__\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                   Sec-WebSocket-Version: 13\r\n\r\n";
+    let response = raw_exchange(gw.addrs[0], request.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(raw_status(&response), 502, "{response}");
+    let head = seen.lock().unwrap().clone();
+    assert!(head.contains("upgrade: websocket\r\n"), "{head}");
+    assert!(
+        !head.contains("h2c"),
+        "the h2c upgrade reached the upstream: {head}"
+    );
+    assert!(!head.contains("http2-settings"), "{head}");
+    // A POST is never a WebSocket handshake: its Upgrade is dropped like any hop-by-hop header.
+    let post = "POST /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n";
+    let _ = raw_exchange(gw.addrs[0], post.as_bytes(), Duration::from_millis(500)).await;
+    let head = seen.lock().unwrap().clone();
+    assert!(head.starts_with("post"), "{head}");
+    assert!(!head.contains("upgrade"), "{head}");
+    // Plain CONNECT is no business of a service gateway.
+    let connect =
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n";
+    let response = raw_exchange(gw.addrs[0], connect.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(raw_status(&response), 400, "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_count_against_the_connection_limit_and_close_on_shutdown() {
+    let ws_up = websocket_echo().await;
+    let gw = start(&format!(
+        "[server]\nmax_connections = 1\n[[listener]]\naddress = \"127.0.0.1:0\"\n[[route]]\nname = \"ws\"\npath_prefix = \"/\"\nupstream = \"http://{ws_up}\"\nauth = \"public\"\n"
+    ))
+    .await;
+    let addr = gw.addrs[0];
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/chat"))
+        .await
+        .unwrap();
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
+    // The tunnel holds the only connection slot: another client waits.
+    let waiting = tokio::spawn(async move {
+        h1_client()
+            .request(get(&format!("http://{addr}/x")))
+            .await
+            .map(|r| r.status())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if waiting.is_finished() {
+        panic!(
+            "a client was served past max_connections while a tunnel was open: {:?}",
+            waiting.await
+        );
+    }
+    // Shutdown closes the tunnel and the drain completes.
+    let shutdown = tokio::spawn(gw.shutdown(LONG));
+    let closed = tokio::time::timeout(LONG, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "shutdown left the tunnel open");
+    assert!(shutdown.await.unwrap(), "the drain did not complete");
+    waiting.abort();
 }

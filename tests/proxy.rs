@@ -651,3 +651,42 @@ async fn oversized_request_heads_are_refused() {
     let reply = send(&client, get(&format!("http://{}/small", gw.addrs[0]))).await;
     assert_eq!(reply.status, 200);
 }
+
+#[tokio::test]
+async fn client_describing_and_override_headers_are_dropped_from_untrusted_peers() {
+    let up = echo().await;
+    let gw = start(&format!(
+        "{}\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\nauth = \"public\"\nmethods = [\"GET\", \"POST\"]\n",
+        listener_plain()
+    ))
+    .await;
+    let req = Request::post(format!("http://{}/x", gw.addrs[0]))
+        .header("x-forwarded-prefix", "//evil.example")
+        .header("x-forwarded-port", "443")
+        .header("x-forwarded-ssl", "on")
+        .header("front-end-https", "on")
+        .header("true-client-ip", "6.6.6.6")
+        .header("x-client-ip", "6.6.6.6")
+        .header("x-http-method-override", "DELETE")
+        .header("x-http-method", "DELETE")
+        .header("x-method-override", "DELETE")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let reply = send(&h1_client(), req).await;
+    assert_eq!(reply.status, 200);
+    let headers = &reply.json()["headers"];
+    for gone in [
+        "x-forwarded-prefix",
+        "x-forwarded-port",
+        "x-forwarded-ssl",
+        "front-end-https",
+        "true-client-ip",
+        "x-client-ip",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        assert!(headers.get(gone).is_none(), "{gone} reached the upstream");
+    }
+    assert_eq!(reply.upstream_header("x-forwarded-for"), vec!["127.0.0.1"]);
+}

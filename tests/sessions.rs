@@ -441,3 +441,83 @@ async fn grpc_denials_use_grpc_status() {
         assert_eq!(reply.headers["content-type"], "application/grpc");
     }
 }
+
+#[tokio::test]
+async fn cookie_spellings_and_bytes_the_gateway_cannot_read_are_refused() {
+    let s = site().await;
+    let forged = s.key.token(&claims(&s.issuer, "mallory"));
+    let bearer = format!("Bearer {}", s.token);
+    // Another spelling of the session cookie next to a Bearer header: a credential the gateway
+    // did not check would otherwise reach a case-insensitive or decoding upstream.
+    for spelling in ["SESS", "Sess", "%73ess"] {
+        let cookie = format!("{spelling}={forged}");
+        let reply = send(
+            &h1_client(),
+            s.request(
+                "GET",
+                "/app/x",
+                &[("authorization", &bearer), ("cookie", &cookie)],
+            ),
+        )
+        .await;
+        assert_eq!(
+            (reply.status, reply.reason().as_str()),
+            (400, "multiple_credentials"),
+            "{spelling}"
+        );
+        let both = format!("sess={}; {cookie}", s.token);
+        let reply = send(
+            &h1_client(),
+            s.request("GET", "/app/x", &[("cookie", &both)]),
+        )
+        .await;
+        assert_eq!(
+            (reply.status, reply.reason().as_str()),
+            (400, "duplicate_session_cookie"),
+            "{spelling}"
+        );
+    }
+    // A Cookie field that is not visible ASCII cannot be read the way the upstream reads it.
+    let req = Request::get(format!("http://{}/app/x", s.gw.addrs[0]))
+        .header("authorization", bearer.as_str())
+        .header(
+            "cookie",
+            http::HeaderValue::from_bytes(
+                [b"x=\xff; sess=".as_slice(), forged.as_bytes()]
+                    .concat()
+                    .as_slice(),
+            )
+            .unwrap(),
+        )
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let reply = send(&h1_client(), req).await;
+    assert_eq!(
+        (reply.status, reply.reason().as_str()),
+        (400, "malformed_cookie")
+    );
+}
+
+#[tokio::test]
+async fn a_passed_preflight_carries_no_credentials_upstream() {
+    let s = site().await;
+    let forged = format!("Bearer {}", s.expired);
+    let cookie = format!("theme=dark; sess={}", s.expired);
+    let reply = send(
+        &h1_client(),
+        s.request(
+            "OPTIONS",
+            "/cors/x",
+            &[
+                ("origin", PUBLIC_ORIGIN),
+                ("access-control-request-method", "POST"),
+                ("authorization", &forged),
+                ("cookie", &cookie),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.upstream_header("authorization").is_empty());
+    assert_eq!(reply.upstream_header("cookie"), vec!["theme=dark"]);
+}
