@@ -537,3 +537,99 @@ async fn tunnels_count_against_the_connection_limit_and_close_on_shutdown() {
     assert!(shutdown.await.unwrap(), "the drain did not complete");
     waiting.abort();
 }
+
+/// A WebSocket upstream at the byte level: completes the handshake, then reports every byte
+/// count it receives, so a test can see bytes arrive before a frame is complete.
+async fn byte_counting_websocket_upstream(
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<usize>) {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&head).to_string();
+        let key = text
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with("sec-websocket-key:")
+                    .then(|| l[18..].trim().to_string())
+            })
+            .unwrap();
+        let digest = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
+        );
+        let accept = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        stream.write_all(response.as_bytes()).await.unwrap();
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let _ = tx.send(n);
+                }
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnel_bytes_flow_before_a_frame_is_complete() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (up, mut received) = byte_counting_websocket_upstream().await;
+    let gw = start(&format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n[[route]]\nname = \"ws\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\nauth = \"public\"\n"
+    ))
+    .await;
+    let mut client = tokio::net::TcpStream::connect(gw.addrs[0]).await.unwrap();
+    client
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "gateway closed during the handshake");
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // The header of a masked 64 KiB binary frame and its first 100 payload bytes: far from a
+    // whole frame. The upstream must see them anyway.
+    // FIN + binary, masked with a 16-bit length of 65535, then the masking key.
+    let mut partial = vec![0x82, 0x80 | 126, 0xFF, 0xFF, 1, 2, 3, 4];
+    partial.extend(std::iter::repeat_n(7u8, 100));
+    client.write_all(&partial).await.unwrap();
+    let mut total = 0;
+    while total < partial.len() {
+        let n = tokio::time::timeout(LONG, received.recv())
+            .await
+            .expect("bytes of an incomplete frame were held back")
+            .unwrap();
+        total += n;
+    }
+    assert_eq!(total, partial.len());
+}

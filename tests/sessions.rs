@@ -224,6 +224,20 @@ async fn csrf_origin_matrix() {
                 403,
             ),
             ("/app/x", vec![("origin", "null".into())], 403),
+            // An opaque origin is refused even when a Referer would pass.
+            (
+                "/app/x",
+                vec![
+                    ("origin", "null".into()),
+                    ("referer", format!("{PUBLIC_ORIGIN}/")),
+                ],
+                403,
+            ),
+            (
+                "/app/x",
+                vec![("origin", "https://admin.example.com".into())],
+                403,
+            ),
             ("/app/x", vec![], 403),
             (
                 "/app/x",
