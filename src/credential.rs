@@ -108,7 +108,8 @@ fn is_session_cookie(cookie: &str, name: &str) -> bool {
     cookie.contains('%') && percent_decode(cookie).eq_ignore_ascii_case(name)
 }
 
-fn percent_decode(text: &str) -> String {
+/// Decodes `%XX` escapes, leaving malformed ones as they are.
+pub fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -304,7 +304,7 @@ impl JwksServer {
             .split('&')
             .filter_map(|pair| pair.split_once('='))
             .find(|(k, _)| *k == "rd")
-            .map(|(_, v)| percent_decode(v))
+            .map(|(_, v)| crate::credential::percent_decode(v))
             .filter(|rd| rd.starts_with(&format!("{return_origin}/")))
             .unwrap_or_else(|| format!("{return_origin}/"));
         let mut response = Response::new(full("logged in"));
@@ -362,28 +362,4 @@ impl JwksServer {
         }
         response
     }
-}
-
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (byte, _, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
