@@ -453,10 +453,6 @@ impl DenylistWatch {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The list in force; a lock-free load, cheap enough for every request.
     pub fn current(&self) -> arc_swap::Guard<Arc<Denylist>> {
         self.list.load()

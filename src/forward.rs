@@ -248,13 +248,6 @@ pub enum Upgrade {
     H2ExtendedConnect,
 }
 
-impl Upgrade {
-    /// The method the route table sees: a WebSocket handshake is a GET in either form.
-    pub fn routing_method(&self) -> http::Method {
-        http::Method::GET
-    }
-}
-
 /// Recognises a WebSocket handshake; any other upgrade (e.g. `h2c`) is not passed on.
 pub fn websocket_upgrade(req: &Request<Incoming>) -> Option<Upgrade> {
     if req.version() == Version::HTTP_2 {

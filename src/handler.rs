@@ -82,9 +82,11 @@ async fn pipeline(
             reason: "connect_unsupported",
         });
     }
-    let method = upgrade
-        .as_ref()
-        .map_or_else(|| req.method().clone(), forward::Upgrade::routing_method);
+    // A WebSocket handshake routes as the GET it is in either protocol.
+    let method = match upgrade {
+        Some(_) => http::Method::GET,
+        None => req.method().clone(),
+    };
     let normalized = path::normalize(req.uri().path())
         .map_err(|e| GatewayError::BadRequest { reason: e.reason() })?;
     let (index, route) = snapshot

@@ -91,14 +91,6 @@ impl SigningKey {
         }
     }
 
-    /// The HMAC secret, for configuring a symmetric provider.
-    pub fn secret(&self) -> Option<&[u8]> {
-        match &self.signer {
-            Signer::Hmac(secret) => Some(secret),
-            _ => None,
-        }
-    }
-
     /// The public JWK (with `kid`, `alg` and `use` when `annotate`); `None` for HMAC.
     pub fn public_jwk(&self, annotate: bool) -> Option<Value> {
         let mut jwk = match &self.signer {

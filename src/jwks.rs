@@ -10,7 +10,6 @@
 //! is held across network I/O. This step never trusts anything from the token but its `kid`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -337,6 +336,11 @@ pub fn check_fetch_uri(uri: &Uri, allow_insecure_http: bool) -> Result<(), Strin
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
+struct Fetched {
+    set: Arc<KeySet>,
+    at: Instant,
+}
+
 /// One fetch, awaited by everyone who needs it.
 type SharedFetch = Shared<BoxFuture<'static, Result<Arc<KeySet>, FetchError>>>;
 
@@ -353,10 +357,11 @@ pub struct JwksCache {
     source: JwksSource,
     settings: JwksSettings,
     client: HttpClient,
-    keys: ArcSwapOption<KeySet>,
+    /// The last good set with the moment it was fetched: read on every request, so its age
+    /// is checked without taking the refresh lock.
+    keys: ArcSwapOption<Fetched>,
     state: Mutex<RefreshState>,
     unknown_kids: moka::sync::Cache<String, ()>,
-    fetches: AtomicU64,
 }
 
 /// What a key lookup can fail with.
@@ -406,22 +411,14 @@ impl JwksCache {
                 next_refresh_after: Duration::ZERO,
             }),
             unknown_kids,
-            fetches: AtomicU64::new(0),
         }))
-    }
-
-    /// How many JWKS fetches were started (for tests and metrics).
-    pub fn fetch_count(&self) -> u64 {
-        self.fetches.load(Ordering::Relaxed)
     }
 
     /// The current key set if it is fresh enough to use.
     pub fn usable(&self) -> Option<Arc<KeySet>> {
-        let last_success = self.lock_state().last_success?;
-        if last_success.elapsed() > self.settings.max_staleness {
-            return None;
-        }
-        self.keys.load_full()
+        let fetched = self.keys.load();
+        let fetched = fetched.as_ref()?;
+        (fetched.at.elapsed() <= self.settings.max_staleness).then(|| fetched.set.clone())
     }
 
     pub fn is_ready(&self) -> bool {
@@ -528,13 +525,15 @@ impl JwksCache {
 
     async fn fetch_and_store(&self) -> Result<Arc<KeySet>, FetchError> {
         self.lock_state().last_attempt = Some(Instant::now());
-        self.fetches.fetch_add(1, Ordering::Relaxed);
         let outcome =
             tokio::time::timeout(self.settings.fetch_timeout.saturating_mul(2), self.fetch()).await;
         match outcome {
             Ok(Ok((set, max_age))) => {
                 let set = Arc::new(set);
-                self.keys.store(Some(set.clone()));
+                self.keys.store(Some(Arc::new(Fetched {
+                    set: set.clone(),
+                    at: Instant::now(),
+                })));
                 let mut state = self.lock_state();
                 state.last_success = Some(Instant::now());
                 state.next_refresh_after = max_age.map_or(self.settings.refresh_interval, |age| {

@@ -232,10 +232,7 @@ async fn bad_tokens_are_refused_with_precise_reasons() {
     let w = world("").await;
     let iss = w.issuer();
     let now = now();
-    let attacker = SigningKey::generate(Algorithm::RS256, Some("rsa-1")).unwrap();
-    let attacker_idp = JwksServer::start(vec![attacker.public_jwk(true).unwrap()])
-        .await
-        .unwrap();
+    let (attacker, attacker_idp) = issuer_with_key(Algorithm::RS256, Some("rsa-1")).await;
     let rsa_header = w.rsa.header("JWT").to_string();
     let with = |patch: serde_json::Value| {
         let mut c = claims(&iss, "alice");
@@ -985,10 +982,7 @@ kid = "ec-1"
 #[tokio::test]
 async fn oidc_discovery_provider() {
     let up = echo().await;
-    let key = SigningKey::generate(Algorithm::ES384, Some("d1")).unwrap();
-    let idp = JwksServer::start(vec![key.public_jwk(true).unwrap()])
-        .await
-        .unwrap();
+    let (key, idp) = issuer_with_key(Algorithm::ES384, Some("d1")).await;
     let gw = start(&format!(
         r#"[[listener]]
 address = "127.0.0.1:0"

@@ -32,10 +32,7 @@ async fn browser_follows_the_login_redirect_and_carries_the_session_cookie() {
         return;
     };
     let up = echo().await;
-    let key = SigningKey::generate(Algorithm::ES256, Some("k")).unwrap();
-    let idp = JwksServer::start(vec![key.public_jwk(true).unwrap()])
-        .await
-        .unwrap();
+    let (key, idp) = issuer_with_key(Algorithm::ES256, Some("k")).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -45,13 +42,7 @@ async fn browser_follows_the_login_redirect_and_carries_the_session_cookie() {
     let gw = start(&format!(
         r#"[[listener]]
 address = "127.0.0.1:{port}"
-[[provider]]
-name = "p"
-issuer = "{issuer}"
-jwks_uri = "{jwks}"
-audiences = ["api"]
-algorithms = ["ES256"]
-[[route]]
+{provider}[[route]]
 name = "app"
 path_prefix = "/app"
 upstream = "http://{up}"
@@ -59,8 +50,8 @@ session_cookie = "sess"
 public_origin = "{origin}"
 login_url = "{issuer}/login"
 "#,
+        provider = provider_toml("p", &idp, "\"ES256\""),
         issuer = idp.issuer(),
-        jwks = idp.jwks_uri()
     ))
     .await;
     idp.set_login(

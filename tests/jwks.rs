@@ -15,20 +15,13 @@ async fn gateway(idp: &JwksServer, provider_extra: &str) -> Gateway {
     start(&format!(
         r#"[[listener]]
 address = "127.0.0.1:0"
-[[provider]]
-name = "main"
-issuer = "{}"
-audiences = ["api"]
-algorithms = ["RS256", "ES256"]
-jwks_uri = "{}"
-{provider_extra}
+{}{provider_extra}
 [[route]]
 name = "r"
 path_prefix = "/"
 upstream = "http://{up}"
 "#,
-        idp.issuer(),
-        idp.jwks_uri()
+        provider_toml("main", idp, "\"RS256\", \"ES256\"")
     ))
     .await
 }
@@ -123,10 +116,7 @@ async fn key_rotation_under_concurrent_requests_has_zero_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_kid_flood_is_bounded_by_the_refetch_floor() {
-    let key = SigningKey::generate(Algorithm::RS256, Some("real")).unwrap();
-    let idp = JwksServer::start(vec![key.public_jwk(true).unwrap()])
-        .await
-        .unwrap();
+    let (key, idp) = issuer_with_key(Algorithm::RS256, Some("real")).await;
     let floor = Duration::from_millis(500);
     let gw = Arc::new(gateway(&idp, "jwks_unknown_kid_interval = \"500ms\"").await);
     let issuer = idp.issuer();
@@ -163,10 +153,7 @@ async fn unknown_kid_flood_is_bounded_by_the_refetch_floor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idp_outage_keeps_the_last_good_keys_until_max_staleness() {
-    let key = SigningKey::generate(Algorithm::RS256, Some("k")).unwrap();
-    let idp = JwksServer::start(vec![key.public_jwk(true).unwrap()])
-        .await
-        .unwrap();
+    let (key, idp) = issuer_with_key(Algorithm::RS256, Some("k")).await;
     let gw = gateway(
         &idp,
         "jwks_refresh_interval = \"100ms\"\njwks_min_refresh_interval = \"100ms\"\njwks_unknown_kid_interval = \"100ms\"\njwks_max_staleness = \"3s\"",
@@ -216,10 +203,7 @@ async fn idp_outage_keeps_the_last_good_keys_until_max_staleness() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starting_while_the_idp_is_down_serves_503_then_recovers() {
-    let key = SigningKey::generate(Algorithm::ES256, Some("k")).unwrap();
-    let idp = JwksServer::start(vec![key.public_jwk(true).unwrap()])
-        .await
-        .unwrap();
+    let (key, idp) = issuer_with_key(Algorithm::ES256, Some("k")).await;
     idp.set_down(true);
     let gw = gateway(&idp, "jwks_unknown_kid_interval = \"100ms\"").await;
     let token = key.token(&claims(&idp.issuer(), "a"));
@@ -270,10 +254,7 @@ async fn removing_a_key_invalidates_cached_verifications() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_control_max_age_sets_the_refresh_within_bounds() {
-    let key = SigningKey::generate(Algorithm::RS256, Some("k")).unwrap();
-    let idp = JwksServer::start(vec![key.public_jwk(true).unwrap()])
-        .await
-        .unwrap();
+    let (_key, idp) = issuer_with_key(Algorithm::RS256, Some("k")).await;
     // max-age=0 is clamped up to the 300ms minimum: refreshes keep coming, never in a loop. The
     // unknown-kid window is long, so only the scheduled refresh can explain the fetches.
     idp.set_cache_control(Some("public, Max-Age=0"));

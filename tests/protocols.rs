@@ -49,28 +49,18 @@ async fn websocket_echo() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_is_authenticated_then_spliced_both_ways() {
     let ws_up = websocket_echo().await;
-    let key = SigningKey::generate(Algorithm::ES256, Some("k")).unwrap();
-    let idp = JwksServer::start(vec![key.public_jwk(true).unwrap()])
-        .await
-        .unwrap();
+    let (key, idp) = issuer_with_key(Algorithm::ES256, Some("k")).await;
     let gw = start(&format!(
         r#"[server]
 upgrade_idle_timeout = "500ms"
 [[listener]]
 address = "127.0.0.1:0"
-[[provider]]
-name = "p"
-issuer = "{}"
-jwks_uri = "{}"
-audiences = ["api"]
-algorithms = ["ES256"]
-[[route]]
+{}[[route]]
 name = "ws"
 path_prefix = "/ws"
 upstream = "http://{ws_up}"
 "#,
-        idp.issuer(),
-        idp.jwks_uri()
+        provider_toml("p", &idp, "\"ES256\"")
     ))
     .await;
     let url = format!("ws://{}/ws/chat", gw.addrs[0]);

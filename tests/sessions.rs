@@ -22,22 +22,13 @@ const PUBLIC_ORIGIN: &str = "https://app.example.com";
 
 async fn site() -> Site {
     let up = echo().await;
-    let key = SigningKey::generate(Algorithm::ES256, Some("k")).unwrap();
-    let idp = JwksServer::start(vec![key.public_jwk(true).unwrap()])
-        .await
-        .unwrap();
+    let (key, idp) = issuer_with_key(Algorithm::ES256, Some("k")).await;
     let gw = start(&format!(
         r#"[[listener]]
 address = "127.0.0.1:0"
 [auth]
 session_cookie = "sess"
-[[provider]]
-name = "p"
-issuer = "{issuer}"
-jwks_uri = "{jwks}"
-audiences = ["api"]
-algorithms = ["ES256"]
-[[route]]
+{provider}[[route]]
 name = "app"
 path_prefix = "/app"
 upstream = "http://{up}"
@@ -66,8 +57,7 @@ upstream = "http://{up}"
 [route.policy]
 scopes_all = ["admin"]
 "#,
-        issuer = idp.issuer(),
-        jwks = idp.jwks_uri()
+        provider = provider_toml("p", &idp, "\"ES256\""),
     ))
     .await;
     let issuer = idp.issuer();

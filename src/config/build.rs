@@ -395,16 +395,17 @@ fn build_auth(
 ) -> Option<AuthSettings> {
     let realm = section
         .realm
-        .clone()
-        .unwrap_or_else(|| file::DEFAULT_REALM.to_string());
-    if realm.is_empty()
-        || realm
-            .chars()
-            .any(|c| c == '"' || c == '\\' || c.is_control())
-    {
-        errors.push(at.error_unplaced(
-            "auth.realm may not be empty or hold quotes, backslashes or control characters",
-        ));
+        .as_ref()
+        .map_or(file::DEFAULT_REALM, |r| r.get_ref().as_str())
+        .to_string();
+    if let Some(written) = &section.realm {
+        let bad = |c: char| c == '"' || c == '\\' || c.is_control();
+        if realm.is_empty() || realm.chars().any(bad) {
+            errors.push(at.error_at(
+                written.span().start,
+                "auth.realm may not be empty or hold quotes, backslashes or control characters",
+            ));
+        }
     }
     if let Some(cookie) = &section.session_cookie {
         if !valid_cookie_name(cookie.get_ref()) {
@@ -539,24 +540,24 @@ fn build_providers(
             continue;
         }
         let settings = JwksSettings {
-            refresh_interval: p
-                .jwks_refresh_interval
-                .map_or(file::DEFAULT_JWKS_REFRESH_INTERVAL, |d| d.0),
-            min_refresh_interval: p
-                .jwks_min_refresh_interval
-                .map_or(file::DEFAULT_JWKS_MIN_REFRESH_INTERVAL, |d| d.0),
-            max_refresh_interval: p
-                .jwks_max_refresh_interval
-                .map_or(file::DEFAULT_JWKS_MAX_REFRESH_INTERVAL, |d| d.0),
-            unknown_kid_interval: p
-                .jwks_unknown_kid_interval
-                .map_or(file::DEFAULT_JWKS_UNKNOWN_KID_INTERVAL, |d| d.0),
-            max_staleness: p
-                .jwks_max_staleness
-                .map_or(file::DEFAULT_JWKS_MAX_STALENESS, |d| d.0),
-            fetch_timeout: p
-                .jwks_fetch_timeout
-                .map_or(file::DEFAULT_JWKS_FETCH_TIMEOUT, |d| d.0),
+            refresh_interval: timeout_or(
+                p.jwks_refresh_interval,
+                file::DEFAULT_JWKS_REFRESH_INTERVAL,
+            ),
+            min_refresh_interval: timeout_or(
+                p.jwks_min_refresh_interval,
+                file::DEFAULT_JWKS_MIN_REFRESH_INTERVAL,
+            ),
+            max_refresh_interval: timeout_or(
+                p.jwks_max_refresh_interval,
+                file::DEFAULT_JWKS_MAX_REFRESH_INTERVAL,
+            ),
+            unknown_kid_interval: timeout_or(
+                p.jwks_unknown_kid_interval,
+                file::DEFAULT_JWKS_UNKNOWN_KID_INTERVAL,
+            ),
+            max_staleness: timeout_or(p.jwks_max_staleness, file::DEFAULT_JWKS_MAX_STALENESS),
+            fetch_timeout: timeout_or(p.jwks_fetch_timeout, file::DEFAULT_JWKS_FETCH_TIMEOUT),
             max_bytes: p.jwks_max_bytes.unwrap_or(file::DEFAULT_JWKS_MAX_BYTES),
             allow_insecure_http: p.allow_insecure_http,
         };

@@ -83,7 +83,7 @@ pub const DEFAULT_JWKS_MAX_BYTES: usize = 512 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
     /// The `realm` of every `WWW-Authenticate` challenge.
-    pub realm: Option<String>,
+    pub realm: Option<Spanned<String>>,
     pub max_token_bytes: Option<Spanned<usize>>,
     pub token_cache_entries: Option<u64>,
     pub denylist: Option<Spanned<EnvString>>,

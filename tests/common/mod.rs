@@ -286,3 +286,21 @@ pub async fn echo_tls(cert: &TestCert) -> SocketAddr {
     });
     addr
 }
+
+/// A signing key for `alg` and a loopback IdP publishing it (with `alg` and `use` annotated).
+pub async fn issuer_with_key(alg: Algorithm, kid: Option<&str>) -> (SigningKey, Arc<JwksServer>) {
+    let key = SigningKey::generate(alg, kid).unwrap();
+    let idp = JwksServer::start(vec![key.public_jwk(true).unwrap()])
+        .await
+        .unwrap();
+    (key, idp)
+}
+
+/// A `[[provider]]` table for the keys `idp` publishes.
+pub fn provider_toml(name: &str, idp: &JwksServer, algorithms: &str) -> String {
+    format!(
+        "[[provider]]\nname = \"{name}\"\nissuer = \"{}\"\njwks_uri = \"{}\"\naudiences = [\"api\"]\nalgorithms = [{algorithms}]\n",
+        idp.issuer(),
+        idp.jwks_uri()
+    )
+}
