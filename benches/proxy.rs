@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use authgate::app::Gateway;
-use authgate::issuer::{JwksServer, SigningKey};
+use authgate::demo::issuer::{JwksServer, SigningKey};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
@@ -87,7 +87,7 @@ upstream = "http://{echo}"
     let gateway = Gateway::start(&config).await.expect("gateway");
     let addr = gateway.addrs[0];
     let claims = |sub: String| {
-        let now = authgate::jwt::now_unix();
+        let now = authgate::auth::jwt::now_unix();
         serde_json::json!({"iss": idp.issuer(), "aud": "api", "sub": sub, "iat": now, "exp": now + 3600})
     };
     let one = Arc::new(vec![key.token(&claims("bench".into()))]);

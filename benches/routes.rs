@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use authgate::config::file::{HostPattern, UpstreamUrl};
-use authgate::route::{PathRules, Route, RouteTable};
+use authgate::proxy::route::{PathRules, Route, RouteTable};
 use http::Method;
 
 fn table(count: usize) -> RouteTable {

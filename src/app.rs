@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::listener::{self, AcceptLoop};
-use crate::server::ConnectionServer;
+use crate::edge::listener::{self, AcceptLoop};
+use crate::edge::server::ConnectionServer;
 use crate::state::{SharedState, Snapshot};
 
 /// A running gateway: its bound addresses (in config order) and the means to stop it.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::telemetry::LogFormat;
+use crate::ops::telemetry::LogFormat;
 
 pub const DEFAULT_CONFIG: &str = "config/authgate.toml";
 
@@ -46,7 +46,7 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::telemetry::init(cli.log_format);
+    crate::ops::telemetry::init(cli.log_format);
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => {

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 
-use crate::body::{full, Body};
+use crate::edge::body::{full, Body};
 
 #[derive(Debug)]
 pub enum GatewayError {

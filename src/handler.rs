@@ -11,14 +11,17 @@ use std::time::Instant;
 use http::{header, Request, Response, Version};
 use hyper::body::Incoming;
 
-use crate::body::Body;
+use crate::auth::credential::{self, Credential, Source};
+use crate::auth::jwt::{now_unix, VerifiedToken, VerifyError};
 use crate::config::file::AuthMode;
-use crate::credential::{self, Credential, Source};
+use crate::edge::body::Body;
+use crate::edge::headers;
+use crate::edge::server::{PeerInfo, RequestHandler};
 use crate::error::{ErrorFlavor, GatewayError};
-use crate::forward::{self, Outbound, PeerInfo};
-use crate::jwt::{now_unix, VerifiedToken, VerifyError};
-use crate::path;
-use crate::route::RouteMiss;
+use crate::proxy::forward::{self, Outbound};
+use crate::proxy::path;
+use crate::proxy::route::RouteMiss;
+use crate::proxy::upgrade;
 use crate::state::{SharedState, Snapshot};
 
 /// What the access log says about a request besides its status.
@@ -26,6 +29,16 @@ use crate::state::{SharedState, Snapshot};
 struct Trace {
     route: Option<Arc<str>>,
     provider: Option<Arc<str>>,
+}
+
+impl RequestHandler for Arc<SharedState> {
+    fn handle(
+        self,
+        req: Request<Incoming>,
+        peer: PeerInfo,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
+        handle(self, req, peer)
+    }
 }
 
 pub async fn handle(
@@ -75,7 +88,7 @@ async fn pipeline(
 ) -> Result<Response<Body>, GatewayError> {
     let host = RequestHost::of(&req)?;
     // Read before hop-by-hop removal; forward re-requests the upgrade from the upstream.
-    let upgrade = forward::websocket_upgrade(&req);
+    let upgrade = upgrade::websocket_upgrade(&req);
     if req.method() == http::Method::CONNECT && upgrade.is_none() {
         // A gateway to services is no forward proxy: only WebSocket extended CONNECT passes.
         return Err(GatewayError::BadRequest {
@@ -129,7 +142,7 @@ async fn pipeline(
         }
     }
     // Hop-by-hop first, so `Connection: x-auth-subject` cannot remove an injected header.
-    forward::strip_hop_by_hop(req.headers_mut());
+    headers::strip_hop_by_hop(req.headers_mut());
     snapshot.identity.strip(req.headers_mut());
     let auth = &route.auth;
     // Browsers never attach credentials to a CORS preflight, so a route may let it through.
@@ -221,7 +234,7 @@ async fn pipeline(
 /// by default the route's public origin or, without one, the origin the request was sent to.
 fn check_origin(
     req: &Request<Incoming>,
-    route: &crate::route::Route,
+    route: &crate::proxy::route::Route,
     peer: PeerInfo,
     host: Option<&RequestHost>,
 ) -> Result<(), GatewayError> {
@@ -247,7 +260,7 @@ fn check_origin(
 fn login_instead(
     error: GatewayError,
     req: &Request<Incoming>,
-    route: &crate::route::Route,
+    route: &crate::proxy::route::Route,
     path: &str,
 ) -> GatewayError {
     let (Some(login), Some(origin)) = (&route.auth.login, &route.auth.public_origin) else {

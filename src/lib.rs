@@ -1,29 +1,19 @@
 //! authgate: a reverse-proxy authentication gateway.
 //!
-//! A request meets the modules in this order: `listener` → `server` → `handler` (the pipeline)
-//! → `path` + `route` → `forward`; `error` decides every error response. `config` loads and
-//! validates the TOML, `state` holds the snapshot a reload swaps, `app` assembles it all.
+//! The folders are the layers a request crosses, lowest first: `config` (data: the TOML schema
+//! and its validated runtime form), `edge` (bytes in and out), `proxy` (where a request goes and
+//! how), `auth` (who is calling and may they pass), then `handler` (the pipeline that calls the
+//! steps in order) and `error` (every error response, once). `state` holds the snapshot a reload
+//! swaps; `app` assembles it all; `ops` is logging; `demo` is the embedded demo.
 
 pub mod app;
-pub mod body;
+pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod credential;
 pub mod demo;
-pub mod denylist;
+pub mod edge;
 pub mod error;
-pub mod forward;
 pub mod handler;
-pub mod identity;
-pub mod issuer;
-pub mod jwks;
-pub mod jwt;
-pub mod listener;
-pub mod path;
-pub mod policy;
-pub mod route;
-pub mod server;
+pub mod ops;
+pub mod proxy;
 pub mod state;
-pub mod telemetry;
-pub mod tls;
-pub mod tunnel;

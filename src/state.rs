@@ -7,14 +7,16 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::build::ProviderKeySettings;
+use crate::auth::denylist::Denylist;
+use crate::auth::denylist_file::DenylistWatch;
+use crate::auth::identity::IdentityRules;
+use crate::auth::jwks::JwksCache;
+use crate::auth::jwt::{Provider, ProviderKeys, Verifier};
+use crate::auth::keys::{KeySet, VerifyKey};
+use crate::config::build_auth::ProviderKeySettings;
 use crate::config::Config;
-use crate::denylist::{Denylist, DenylistWatch};
-use crate::forward::{ClientKey, ForwardSettings, UpstreamClient};
-use crate::identity::IdentityRules;
-use crate::jwks::{JwksCache, KeySet, VerifyKey};
-use crate::jwt::{Provider, ProviderKeys, Verifier};
-use crate::route::RouteTable;
+use crate::proxy::forward::{ClientKey, ForwardSettings, UpstreamClient};
+use crate::proxy::route::RouteTable;
 
 pub struct Snapshot {
     pub routes: RouteTable,

@@ -217,11 +217,11 @@ pub async fn eventually(deadline: Duration, mut check: impl FnMut() -> bool) -> 
     check()
 }
 
-pub use authgate::issuer::{JwksServer, SigningKey};
+pub use authgate::demo::issuer::{JwksServer, SigningKey};
 pub use jsonwebtoken::Algorithm;
 
 pub fn now() -> i64 {
-    authgate::jwt::now_unix()
+    authgate::auth::jwt::now_unix()
 }
 
 /// A request with `Authorization: Bearer <token>`.
@@ -264,7 +264,7 @@ where
 
 /// The echo upstream behind TLS (ALPN h2 and http/1.1), with the certificate in `cert`.
 pub async fn echo_tls(cert: &TestCert) -> SocketAddr {
-    let config = authgate::tls::server_config(&cert.cert_path, &cert.key_path).unwrap();
+    let config = authgate::edge::tls::server_config(&cert.cert_path, &cert.key_path).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -1,10 +1,6 @@
-//! Revocation: after a token's signature verifies, decide whether an operator has revoked it —
-//! the one token (`iss` + `jti`), every token of a user (`iss` + `sub`), every token of a user
-//! issued before a moment ("log out everywhere"), or every token signed with a leaked key
-//! (provider + `kid`). This step must never let a revocation lapse early: an entry is never
-//! evicted before its own `expires` (there is no size limit at all, because eviction silently
-//! un-revokes), and a file that fails to load never replaces the list in force, so a typo can
-//! not remove revocations.
+//! The denylist file: its format, its parser (every error located as `file:line:column`) and the
+//! watcher that reloads it once it has settled. A file that fails to load never replaces the
+//! list in force, so a typo cannot remove revocations.
 //!
 //! # File format
 //!
@@ -40,7 +36,6 @@
 //! - Several `[[subject]]` entries for one issuer + subject: the strictest live one wins.
 //! - Unknown keys are errors; duplicates are fine; an empty file is an empty list.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
@@ -51,155 +46,51 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::value::{Datetime, Offset};
 
-use crate::config::{ConfigError, ConfigErrors, Locator};
-use crate::jwt::VerifiedToken;
+use crate::auth::denylist::Denylist;
+use crate::config::located::{ConfigError, ConfigErrors, Locator};
 
-/// Why a token is refused; `reason()` is the stable machine-readable name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Revocation {
-    Token,
-    Subject,
-    SubjectIssuedBefore,
-    Key,
+/// Reads and parses the file at `path`.
+pub fn load(path: &Path) -> Result<Denylist, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read denylist file: {e}"),
+        }])
+    })?;
+    parse(path, &text)
 }
 
-impl Revocation {
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Revocation::Token => "revoked_token",
-            Revocation::Subject => "revoked_subject",
-            Revocation::SubjectIssuedBefore => "revoked_session",
-            Revocation::Key => "revoked_key",
-        }
+/// Parses denylist text; `path` only names the file in errors. Reports every semantic error.
+pub fn parse(path: &Path, text: &str) -> Result<Denylist, ConfigErrors> {
+    let locator = Locator { file: path, text };
+    let file: DenylistFile = toml::from_str(text).map_err(|e| {
+        let message = e.message().trim().to_string();
+        ConfigErrors(vec![match e.span() {
+            Some(span) => locator.error_at(span.start, message),
+            None => locator.error_unplaced(message),
+        }])
+    })?;
+    let mut builder = Builder {
+        locator: &locator,
+        errors: Vec::new(),
+        list: Denylist::empty(),
+    };
+    for entry in &file.token {
+        builder.token(entry);
     }
-}
-
-/// `None` means the entry never expires.
-type Expires = Option<i64>;
-
-/// Outer key is the scope (issuer or provider), inner key the identifier; nesting lets a lookup
-/// borrow `&str` from the token instead of allocating a tuple key per request.
-type Scoped<V> = HashMap<Box<str>, HashMap<Box<str>, V>>;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SubjectRule {
-    /// `None`: every token of the subject.
-    issued_before: Option<i64>,
-    expires: Expires,
-}
-
-/// An immutable revocation list; build a new one to change it.
-#[derive(Debug, Clone, Default)]
-pub struct Denylist {
-    tokens: Scoped<Expires>,
-    // A Vec rather than one merged rule: with expiries, which rule is strictest depends on `now`.
-    subjects: Scoped<Vec<SubjectRule>>,
-    keys: Scoped<Expires>,
-    len: usize,
-}
-
-fn live(expires: Expires, now_unix: i64) -> bool {
-    expires.is_none_or(|at| now_unix <= at)
-}
-
-/// Duplicates collapse into the one that lasts longest, which is exactly when any of them applies.
-fn merge_expires(a: Expires, b: Expires) -> Expires {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        _ => None,
+    for entry in &file.subject {
+        builder.subject(entry);
     }
-}
-
-impl Denylist {
-    pub fn empty() -> Self {
-        Self::default()
+    for entry in &file.key {
+        builder.key(entry);
     }
-
-    /// Distinct entries, after identical duplicates are merged.
-    pub fn len(&self) -> usize {
-        self.len
+    if builder.errors.is_empty() {
+        Ok(builder.list)
+    } else {
+        Err(ConfigErrors(builder.errors))
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Reads and parses the file at `path`.
-    pub fn load(path: &Path) -> Result<Denylist, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line: 0,
-                column: 0,
-                message: format!("cannot read denylist file: {e}"),
-            }])
-        })?;
-        Self::parse(path, &text)
-    }
-
-    /// Parses denylist text; `path` only names the file in errors. Reports every semantic error.
-    pub fn parse(path: &Path, text: &str) -> Result<Denylist, ConfigErrors> {
-        let locator = Locator { file: path, text };
-        let file: DenylistFile = toml::from_str(text).map_err(|e| {
-            let message = e.message().trim().to_string();
-            ConfigErrors(vec![match e.span() {
-                Some(span) => locator.error_at(span.start, message),
-                None => locator.error_unplaced(message),
-            }])
-        })?;
-        let mut builder = Builder {
-            locator: &locator,
-            errors: Vec::new(),
-            list: Denylist::empty(),
-        };
-        for entry in &file.token {
-            builder.token(entry);
-        }
-        for entry in &file.subject {
-            builder.subject(entry);
-        }
-        for entry in &file.key {
-            builder.key(entry);
-        }
-        if builder.errors.is_empty() {
-            Ok(builder.list)
-        } else {
-            Err(ConfigErrors(builder.errors))
-        }
-    }
-
-    /// The revocation that applies to `token` at `now_unix`, if any. A leaked key is reported
-    /// first because it is the broadest; then the single token; then the subject.
-    pub fn check(&self, token: &VerifiedToken, now_unix: i64) -> Option<Revocation> {
-        if let Some(kid) = token.kid.as_deref() {
-            if lookup(&self.keys, &token.provider, kid).is_some_and(|&e| live(e, now_unix)) {
-                return Some(Revocation::Key);
-            }
-        }
-        if let Some(jti) = token.jti.as_deref() {
-            if lookup(&self.tokens, &token.issuer, jti).is_some_and(|&e| live(e, now_unix)) {
-                return Some(Revocation::Token);
-            }
-        }
-        let subject = token.subject.as_deref()?;
-        let rules = lookup(&self.subjects, &token.issuer, subject)?;
-        let mut found = None;
-        for rule in rules.iter().filter(|r| live(r.expires, now_unix)) {
-            match rule.issued_before {
-                None => return Some(Revocation::Subject),
-                // Without `iat` nothing shows the token postdates the cut-off, so it is revoked.
-                Some(cutoff) if token.issued_at.is_none_or(|iat| iat < cutoff) => {
-                    found = Some(Revocation::SubjectIssuedBefore);
-                }
-                Some(_) => {}
-            }
-        }
-        found
-    }
-}
-
-fn lookup<'a, V>(map: &'a Scoped<V>, scope: &str, id: &str) -> Option<&'a V> {
-    map.get(scope)?.get(id)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -294,13 +185,7 @@ impl Builder<'_> {
         let jti = self.name(&entry.jti, "jti");
         let expires = self.time(entry.expires.as_ref(), "expires");
         if let (Some(issuer), Some(jti), Ok(expires)) = (issuer, jti, expires) {
-            insert_merged(
-                &mut self.list.tokens,
-                &mut self.list.len,
-                issuer,
-                jti,
-                expires,
-            );
+            self.list.revoke_token(issuer, jti, expires);
         }
     }
 
@@ -309,13 +194,7 @@ impl Builder<'_> {
         let kid = self.name(&entry.kid, "kid");
         let expires = self.time(entry.expires.as_ref(), "expires");
         if let (Some(provider), Some(kid), Ok(expires)) = (provider, kid, expires) {
-            insert_merged(
-                &mut self.list.keys,
-                &mut self.list.len,
-                provider,
-                kid,
-                expires,
-            );
+            self.list.revoke_key(provider, kid, expires);
         }
     }
 
@@ -329,40 +208,8 @@ impl Builder<'_> {
         else {
             return;
         };
-        let rules = self
-            .list
-            .subjects
-            .entry(issuer)
-            .or_default()
-            .entry(subject)
-            .or_default();
-        match rules.iter_mut().find(|r| r.issued_before == issued_before) {
-            Some(rule) => rule.expires = merge_expires(rule.expires, expires),
-            None => {
-                rules.push(SubjectRule {
-                    issued_before,
-                    expires,
-                });
-                self.list.len += 1;
-            }
-        }
-    }
-}
-
-fn insert_merged(
-    map: &mut Scoped<Expires>,
-    len: &mut usize,
-    scope: Box<str>,
-    id: Box<str>,
-    expires: Expires,
-) {
-    let inner = map.entry(scope).or_default();
-    match inner.get_mut(&id) {
-        Some(existing) => *existing = merge_expires(*existing, expires),
-        None => {
-            inner.insert(id, expires);
-            *len += 1;
-        }
+        self.list
+            .revoke_subject(issuer, subject, issued_before, expires);
     }
 }
 
@@ -464,7 +311,7 @@ impl DenylistWatch {
         // Stat before reading: a write landing between the two then shows up as a change on the
         // next poll instead of being marked as already seen.
         let before = stamp(&self.path);
-        let result = Denylist::load(&self.path);
+        let result = load(&self.path);
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = before;
         let list = result?;
         let len = list.len();
@@ -486,7 +333,7 @@ impl DenylistWatch {
             return None;
         }
         *settling = None;
-        let result = Denylist::load(&self.path);
+        let result = load(&self.path);
         let after = stamp(&self.path);
         if after != now {
             // Written while it was read: what was read may be half a file.
@@ -547,6 +394,8 @@ impl DenylistWatch {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::auth::denylist::Revocation;
+    use crate::auth::jwt::VerifiedToken;
     use serde_json::Map;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -568,11 +417,11 @@ mod tests {
     }
 
     fn parse(text: &str) -> Denylist {
-        Denylist::parse(Path::new("deny.toml"), text).expect("valid denylist")
+        super::parse(Path::new("deny.toml"), text).expect("valid denylist")
     }
 
     fn parse_err(text: &str) -> Vec<ConfigError> {
-        Denylist::parse(Path::new("deny.toml"), text)
+        super::parse(Path::new("deny.toml"), text)
             .expect_err("invalid denylist")
             .0
     }
@@ -858,7 +707,7 @@ mod tests {
     fn load_reports_unreadable_file() {
         let dir = temp_dir("unreadable");
         let path = dir.join("missing.toml");
-        let errors = Denylist::load(&path).expect_err("missing file").0;
+        let errors = load(&path).expect_err("missing file").0;
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, 0);
         assert_eq!(errors[0].file, path);
@@ -893,7 +742,7 @@ mod tests {
         let dir = temp_dir("reload");
         let path = dir.join("deny.toml");
         replace(&path, ONE);
-        let watch = DenylistWatch::new(path.clone(), Denylist::load(&path).expect("load"));
+        let watch = DenylistWatch::new(path.clone(), load(&path).expect("load"));
         assert_eq!(watch.current().len(), 1);
 
         replace(&path, "[[token]]\nissuer = \"x\"\njti = \"\"\n");
@@ -927,7 +776,7 @@ mod tests {
         let dir = temp_dir("watch");
         let path = dir.join("deny.toml");
         replace(&path, ONE);
-        let watch = DenylistWatch::new(path.clone(), Denylist::load(&path).expect("load"));
+        let watch = DenylistWatch::new(path.clone(), load(&path).expect("load"));
         let handle = watch.spawn_watcher(Duration::from_millis(50));
 
         replace(&path, TWO);
@@ -957,7 +806,7 @@ mod tests {
         let path = dir.join("deny.toml");
         let one = format!("[[token]]\nissuer = \"{ISS}\"\njti = \"a\"\n");
         std::fs::write(&path, &one).unwrap();
-        let watch = DenylistWatch::new(path.clone(), Denylist::load(&path).unwrap());
+        let watch = DenylistWatch::new(path.clone(), load(&path).unwrap());
         // An editor truncated the file; the poll sees it but waits for it to settle.
         std::fs::write(&path, "").unwrap();
         assert!(watch.poll().is_none());

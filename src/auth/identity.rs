@@ -39,11 +39,11 @@ use std::ops::Range;
 use http::header::{Entry, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
+use crate::auth::jwt::VerifiedToken;
 use crate::config::file::{
     ArrayFormat, ClaimPath, IdentitySection, DEFAULT_IDENTITY_PREFIX, DEFAULT_ISSUER_HEADER,
     DEFAULT_SUBJECT_HEADER,
 };
-use crate::jwt::VerifiedToken;
 
 /// The identity header namespace and the claim → header mappings, validated.
 #[derive(Debug, Clone)]

@@ -25,7 +25,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::body::{full, Body};
+use crate::edge::body::{full, Body};
 
 enum Signer {
     Rsa(RsaKeyPair),
@@ -117,7 +117,7 @@ impl SigningKey {
             jwk["kid"] = json!(kid);
         }
         if annotate {
-            jwk["alg"] = json!(crate::jwt::algorithm_name(self.alg));
+            jwk["alg"] = json!(crate::auth::algorithms::algorithm_name(self.alg));
             jwk["use"] = json!("sig");
         }
         Some(jwk)
@@ -172,7 +172,8 @@ impl SigningKey {
 
     /// The standard header for this key: `alg`, `typ`, and `kid` when the key has one.
     pub fn header(&self, typ: &str) -> Value {
-        let mut header = json!({ "alg": crate::jwt::algorithm_name(self.alg), "typ": typ });
+        let mut header =
+            json!({ "alg": crate::auth::algorithms::algorithm_name(self.alg), "typ": typ });
         if let Some(kid) = &self.kid {
             header["kid"] = json!(kid);
         }
@@ -296,7 +297,7 @@ impl JwksServer {
             .split('&')
             .filter_map(|pair| pair.split_once('='))
             .find(|(k, _)| *k == "rd")
-            .map(|(_, v)| crate::credential::percent_decode(v))
+            .map(|(_, v)| crate::auth::credential::percent_decode(v))
             .filter(|rd| rd.starts_with(&format!("{return_origin}/")))
             .unwrap_or_else(|| format!("{return_origin}/"));
         let mut response = Response::new(full("logged in"));

@@ -8,8 +8,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::auth::jwt::VerifiedToken;
 use crate::config::file::{ClaimPath, ClaimRuleSection, PolicySection};
-use crate::jwt::VerifiedToken;
 
 /// A route's requirements in validated form; the default requires nothing beyond a valid token.
 #[derive(Debug, Clone, Default)]

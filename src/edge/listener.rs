@@ -11,14 +11,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::forward::PeerInfo;
-use crate::server::ConnectionServer;
-use crate::tunnel::ConnectionGuard;
+use crate::edge::server::{ConnectionServer, PeerInfo, RequestHandler};
+use crate::edge::tunnel::ConnectionGuard;
 
-pub struct AcceptLoop {
+pub struct AcceptLoop<H> {
     pub listener: TcpListener,
     pub tls: Option<TlsAcceptor>,
-    pub server: Arc<ConnectionServer>,
+    pub server: Arc<ConnectionServer<H>>,
     pub limit: Arc<Semaphore>,
     pub stop: watch::Receiver<bool>,
     /// Held by every connection task; shutdown waits until all clones are dropped.
@@ -26,7 +25,7 @@ pub struct AcceptLoop {
     pub handshake_timeout: Duration,
 }
 
-impl AcceptLoop {
+impl<H: RequestHandler> AcceptLoop<H> {
     pub async fn run(mut self) {
         let local = self.listener.local_addr().ok();
         let mut backoff = Duration::from_millis(5);

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use http::Method;
 
+use crate::auth::policy::Policy;
 use crate::config::file::{AuthMode, HostPattern, UpstreamProtocol, UpstreamUrl};
-use crate::policy::Policy;
 
 /// What a route allows in a path that normalisation could not make plain.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

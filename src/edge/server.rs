@@ -4,8 +4,13 @@
 //! finish, no new ones start.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -14,18 +19,34 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use crate::config::ServerSettings;
-use crate::forward::PeerInfo;
-use crate::state::SharedState;
-use crate::tunnel::{Activity, ActivityIo, ConnectionGuard};
+use crate::edge::body::Body;
+use crate::edge::tunnel::{Activity, ActivityIo, ConnectionGuard};
 
-pub struct ConnectionServer {
+/// What the gateway knows about the TCP peer of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerInfo {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// What a connection hands each request to. The edge never looks at what it decides; the
+/// handler always answers (errors included), so a connection never fails on a request's account.
+pub trait RequestHandler: Clone + Send + Sync + 'static {
+    fn handle(
+        self,
+        req: Request<Incoming>,
+        peer: PeerInfo,
+    ) -> impl Future<Output = Response<Body>> + Send + 'static;
+}
+
+pub struct ConnectionServer<H> {
     builder: auto::Builder<TokioExecutor>,
-    state: Arc<SharedState>,
+    handler: H,
     idle_timeout: Duration,
 }
 
-impl ConnectionServer {
-    pub fn new(settings: &ServerSettings, state: Arc<SharedState>) -> Self {
+impl<H: RequestHandler> ConnectionServer<H> {
+    pub fn new(settings: &ServerSettings, handler: H) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -44,7 +65,7 @@ impl ConnectionServer {
             .enable_connect_protocol();
         ConnectionServer {
             builder,
-            state,
+            handler,
             idle_timeout: settings.idle_timeout,
         }
     }
@@ -60,11 +81,11 @@ impl ConnectionServer {
     {
         let activity = Activity::new();
         let io = ActivityIo::new(io, activity.clone());
-        let state = self.state.clone();
-        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        let handler = self.handler.clone();
+        let service = service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(guard.clone());
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(crate::handler::handle(state, req, peer).await) }
+            let response = handler.clone().handle(req, peer);
+            async move { Ok::<_, Infallible>(response.await) }
         });
         let conn = self
             .builder

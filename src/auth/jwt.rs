@@ -57,7 +57,9 @@ use jsonwebtoken::Algorithm;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::jwks::{JwksCache, KeyError, KeySet, VerifyKey};
+use crate::auth::algorithms::algorithm_name;
+use crate::auth::jwks::{JwksCache, KeyError};
+use crate::auth::keys::{KeySet, VerifyKey};
 
 /// Why a token was refused. Each maps to one stable `reason` and one fixed description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +175,7 @@ impl Provider {
     async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerifyKey>, VerifyError> {
         let selected = match &self.keys {
             ProviderKeys::Secret(set) => match set.select(None, alg) {
-                crate::jwks::Selection::Found(key) => Ok(key),
+                crate::auth::keys::Selection::Found(key) => Ok(key),
                 _ => Err(KeyError::Mismatch),
             },
             ProviderKeys::Jwks(cache) => cache.key_for(kid, alg).await,
@@ -286,7 +288,7 @@ impl Verifier {
             return Err(TokenError::TooLarge.into());
         }
         let now = now_unix();
-        let cache_key = crate::jwks::sha256(&[token.as_bytes()]);
+        let cache_key = crate::auth::keys::sha256(&[token.as_bytes()]);
         if let Some(hit) = self.cache.get(&cache_key) {
             if let Some(index) = self.provider_index(&hit.token.provider) {
                 let provider = &self.providers[index];
@@ -395,38 +397,6 @@ impl Verifier {
         check_times(provider, &verified, now)?;
         Ok((verified, index, key))
     }
-}
-
-/// Every algorithm authgate verifies, by its JWS name (RFC 7518). `none` is not among them.
-const ALGORITHMS: [(&str, Algorithm); 12] = [
-    ("RS256", Algorithm::RS256),
-    ("RS384", Algorithm::RS384),
-    ("RS512", Algorithm::RS512),
-    ("PS256", Algorithm::PS256),
-    ("PS384", Algorithm::PS384),
-    ("PS512", Algorithm::PS512),
-    ("ES256", Algorithm::ES256),
-    ("ES384", Algorithm::ES384),
-    ("EdDSA", Algorithm::EdDSA),
-    ("HS256", Algorithm::HS256),
-    ("HS384", Algorithm::HS384),
-    ("HS512", Algorithm::HS512),
-];
-
-/// The algorithm with this exact (case-sensitive) JWS name.
-pub fn algorithm_from_name(name: &str) -> Option<Algorithm> {
-    ALGORITHMS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, alg)| *alg)
-}
-
-pub fn algorithm_name(alg: Algorithm) -> &'static str {
-    // Algorithms outside the table are never in an allowlist, so their empty name matches nothing.
-    ALGORITHMS
-        .iter()
-        .find(|(_, a)| *a == alg)
-        .map_or("", |(name, _)| name)
 }
 
 pub fn normalize_typ(typ: &str) -> String {

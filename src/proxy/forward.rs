@@ -7,7 +7,7 @@
 //! different path (`X-Original-URL`, `X-Rewrite-URL`) are always removed, since the gateway
 //! routed on the path it forwards. This step never decides an error response itself.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,90 +19,17 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::{is_body_idle_timeout, Body, IdleTimeoutBody};
 use crate::config::file::UpstreamProtocol;
 use crate::config::UpstreamDefaults;
+use crate::edge::body::{is_body_idle_timeout, Body, IdleTimeoutBody};
+use crate::edge::headers::{strip_hop_by_hop, CLIENT_DESCRIBING, METHOD_OVERRIDES, PATH_OVERRIDES};
+use crate::edge::server::PeerInfo;
+use crate::edge::tunnel::ConnectionGuard;
 use crate::error::GatewayError;
-use crate::route::Route;
-use crate::tunnel::ConnectionGuard;
-
-/// What the gateway knows about the TCP peer of a request.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerInfo {
-    pub addr: SocketAddr,
-    pub tls: bool,
-}
-
-/// The standard hop-by-hop fields (RFC 9110 §7.6.1) plus the legacy ones still seen in the wild.
-/// `Trailer` is not among them: it announces the trailers HTTP/1.1 peers will send, and hyper
-/// writes only declared trailers.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
-];
-
-/// Ask a back end to treat the request as another method than the one the route allowed.
-const METHOD_OVERRIDES: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
-
-/// Describe the client and are believed only from a trusted proxy; the `x-forwarded-` family is
-/// matched by prefix (Prefix, Port, Server, Ssl, Scheme...).
-const CLIENT_DESCRIBING: [&str; 6] = [
-    "front-end-https",
-    "true-client-ip",
-    "x-client-ip",
-    "x-cluster-client-ip",
-    "client-ip",
-    "x-real-ip",
-];
-
-/// Asks a back end to route on another path than the one the gateway matched.
-const PATH_OVERRIDES: [&str; 4] = [
-    "x-original-url",
-    "x-rewrite-url",
-    "x-override-url",
-    "x-http-destination-url",
-];
-
-/// Removes hop-by-hop headers, including every name listed in `Connection`. `te: trailers` is the
-/// one hop-by-hop value that HTTP/2 allows and gRPC needs, so it alone survives.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Read first: a client that lists TE in Connection (as RFC 9110 asks) keeps `te: trailers`.
-    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        })
-    });
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::TE);
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-}
+use crate::proxy::route::Route;
+use crate::proxy::upgrade::{self, Upgrade};
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
 
@@ -132,7 +59,7 @@ impl ClientKey {
 
 impl UpstreamClient {
     pub fn new(key: &ClientKey, defaults: &UpstreamDefaults) -> Result<Self, String> {
-        let tls = crate::tls::client_config(key.ca_bundle.as_deref())?;
+        let tls = crate::edge::tls::client_config(key.ca_bundle.as_deref())?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -236,54 +163,6 @@ pub struct Outbound<'a> {
     /// A WebSocket handshake, recognised before hop-by-hop removal.
     pub upgrade: Option<Upgrade>,
     pub upgrade_idle_timeout: Duration,
-}
-
-/// A WebSocket handshake the gateway will pass on. The upstream always gets an HTTP/1.1
-/// `Upgrade: websocket`; an HTTP/2 client's extended CONNECT (RFC 8441) is translated to it.
-#[derive(Debug, Clone)]
-pub enum Upgrade {
-    /// `Connection: upgrade` + `Upgrade: websocket` on HTTP/1.1.
-    Http1,
-    /// `CONNECT` with `:protocol = websocket` on HTTP/2.
-    H2ExtendedConnect,
-}
-
-/// Recognises a WebSocket handshake; any other upgrade (e.g. `h2c`) is not passed on.
-pub fn websocket_upgrade(req: &Request<Incoming>) -> Option<Upgrade> {
-    if req.version() == Version::HTTP_2 {
-        let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
-        let websocket = req.method() == http::Method::CONNECT
-            && protocol.as_str().eq_ignore_ascii_case("websocket");
-        return websocket.then_some(Upgrade::H2ExtendedConnect);
-    }
-    // RFC 6455 §4.1: the opening handshake is a GET; any other method's Upgrade is dropped.
-    if req.version() != Version::HTTP_11 || req.method() != http::Method::GET {
-        return None;
-    }
-    let headers = req.headers();
-    let connection_upgrade = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    let upgrade = headers.get(header::UPGRADE)?;
-    let websocket = upgrade.to_str().is_ok_and(|v| {
-        v.split(',')
-            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
-    });
-    (connection_upgrade && websocket).then_some(Upgrade::Http1)
-}
-
-/// RFC 6455 §4.2.2: the accept value the upstream must answer a key with.
-fn websocket_accept(key: &str) -> String {
-    use base64::Engine;
-    const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    let digest = aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
-        format!("{key}{GUID}").as_bytes(),
-    );
-    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }
 
 /// The upstream URI: the route's base path, the matched path (prefix stripped if configured)
@@ -437,49 +316,8 @@ pub async fn send(
                 reason: "upgrade_unsupported",
             });
         }
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        match upgrade {
-            Upgrade::Http1 => {
-                // Only websocket goes upstream, whatever else the client listed (an h2c upgrade
-                // would open a connection that bypasses routing and authentication).
-                parts
-                    .headers
-                    .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-                let key = parts
-                    .headers
-                    .get(header::SEC_WEBSOCKET_KEY)
-                    .and_then(|k| k.to_str().ok())
-                    .ok_or(GatewayError::BadRequest {
-                        reason: "bad_websocket_handshake",
-                    })?;
-                expected_accept = Some(websocket_accept(key));
-            }
-            Upgrade::H2ExtendedConnect => {
-                // The HTTP/2 stream is the tunnel: the upstream gets a body-less GET handshake
-                // with a key of our own, and must prove it speaks WebSocket with the accept.
-                use base64::Engine;
-                let mut nonce = [0u8; 16];
-                aws_lc_rs::rand::fill(&mut nonce).map_err(|_| GatewayError::UpstreamFailed {
-                    detail: "no randomness for a WebSocket key".into(),
-                })?;
-                let key = base64::engine::general_purpose::STANDARD.encode(nonce);
-                expected_accept = Some(websocket_accept(&key));
-                parts.method = http::Method::GET;
-                parts
-                    .headers
-                    .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-                if let Ok(value) = HeaderValue::from_str(&key) {
-                    parts.headers.insert(header::SEC_WEBSOCKET_KEY, value);
-                }
-                parts
-                    .headers
-                    .entry(header::SEC_WEBSOCKET_VERSION)
-                    .or_insert(HeaderValue::from_static("13"));
-                send_body = false;
-            }
-        }
+        expected_accept = Some(upgrade::request_upstream(upgrade, &mut parts)?);
+        send_body = matches!(upgrade, Upgrade::Http1);
     }
     for name in PATH_OVERRIDES.iter().chain(&METHOD_OVERRIDES) {
         parts.headers.remove(*name);
@@ -507,7 +345,7 @@ pub async fn send(
     let body = if send_body {
         IdleTimeoutBody::new(body, out.settings.body_idle_timeout).boxed()
     } else {
-        crate::body::empty()
+        crate::edge::body::empty()
     };
     let request = Request::from_parts(parts, body);
 
@@ -535,26 +373,12 @@ pub async fn send(
     if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
         (client_upgrade, response.status())
     {
-        // The tunnel opens only onto a WebSocket that proved it read this handshake.
-        let switched_to_websocket = response
-            .headers()
-            .get(header::UPGRADE)
-            .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
-        let accept = response.headers().get(header::SEC_WEBSOCKET_ACCEPT);
-        let accepted = expected_accept
-            .as_ref()
-            .is_some_and(|expected| accept.is_some_and(|a| a.as_bytes() == expected.as_bytes()));
-        if !switched_to_websocket || !accepted {
-            return Err(GatewayError::UpstreamFailed {
-                detail: "upstream switched protocols without a valid WebSocket handshake".into(),
-            });
-        }
-        let h2 = h2_tunnel;
-        return Ok(tunnel(
+        upgrade::check_switch(response.headers(), expected_accept.as_deref())?;
+        return Ok(upgrade::tunnel(
             client_upgrade,
             response,
             out.upgrade_idle_timeout,
-            h2,
+            h2_tunnel,
             guard,
         ));
     }
@@ -564,66 +388,6 @@ pub async fn send(
         parts,
         body.map_err(Into::into).boxed(),
     ))
-}
-
-/// Answers the client's handshake with the upstream's `101` and splices the two upgraded
-/// connections once both sides have switched.
-fn tunnel(
-    client_upgrade: hyper::upgrade::OnUpgrade,
-    mut response: Response<Incoming>,
-    idle: Duration,
-    client_is_h2: bool,
-    guard: Option<Arc<ConnectionGuard>>,
-) -> Response<Body> {
-    let upstream_upgrade = hyper::upgrade::on(&mut response);
-    let (mut parts, _) = response.into_parts();
-    let upgrade = parts.headers.get(header::UPGRADE).cloned();
-    strip_hop_by_hop(&mut parts.headers);
-    if client_is_h2 {
-        // RFC 8441 §5: an extended CONNECT succeeds with a 200 and no upgrade headers.
-        parts.status = StatusCode::OK;
-        parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
-    } else {
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        if let Some(upgrade) = upgrade {
-            parts.headers.insert(header::UPGRADE, upgrade);
-        }
-    }
-    tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
-            Ok(both) => both,
-            Err(error) => {
-                tracing::debug!(%error, "upgrade did not complete");
-                return;
-            }
-        };
-        let splice = crate::tunnel::splice(TokioIo::new(client), TokioIo::new(upstream), idle);
-        // Held for the tunnel's life: it counts against max_connections and the drain, and a
-        // WebSocket cannot be drained gracefully, so shutdown closes it.
-        let stopping = async {
-            match &guard {
-                Some(guard) => guard.stopping().await,
-                None => std::future::pending().await,
-            }
-        };
-        let outcome = tokio::select! {
-            outcome = splice => outcome,
-            () = stopping => Err(std::io::Error::other("gateway shutting down")),
-        };
-        match outcome {
-            Ok((up, down)) => {
-                tracing::debug!(
-                    bytes_to_upstream = up,
-                    bytes_to_client = down,
-                    "tunnel closed"
-                )
-            }
-            Err(error) => tracing::debug!(%error, "tunnel ended"),
-        }
-    });
-    Response::from_parts(parts, crate::body::empty())
 }
 
 fn classify(error: &hyper_util::client::legacy::Error) -> GatewayError {
@@ -661,7 +425,7 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
     use crate::config::file::UpstreamUrl;
-    use crate::route::PathRules;
+    use crate::proxy::route::PathRules;
 
     fn route(prefix: &str, base: &str, strip: bool) -> Route {
         Route {

@@ -1,0 +1,85 @@
+//! `authgate demo` itself: start the echo upstream and the issuer, fill in the embedded config,
+//! print tokens and curl commands, then run the gateway through the same code as `authgate run`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::demo::issuer::{JwksServer, SigningKey};
+use crate::demo::spawn_echo;
+use jsonwebtoken::Algorithm;
+
+const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
+
+/// Runs the demo until SIGTERM/SIGINT.
+pub async fn run(listen: SocketAddr) -> Result<(), String> {
+    let echo = spawn_echo()
+        .await
+        .map_err(|e| format!("cannot start the echo upstream: {e}"))?;
+    let key = SigningKey::generate(Algorithm::ES256, Some("demo-1"))?;
+    let idp = JwksServer::start(vec![key
+        .public_jwk(true)
+        .ok_or("the demo key has no public half")?])
+    .await
+    .map_err(|e| format!("cannot start the demo issuer: {e}"))?;
+    let dir = std::env::temp_dir().join(format!("authgate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let denylist = dir.join("denylist.toml");
+    let issuer = idp.issuer();
+    std::fs::write(
+        &denylist,
+        format!("# Written by authgate demo.\n[[token]]\nissuer = \"{issuer}\"\njti = \"demo-revoked\"\nreason = \"demo\"\n"),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", denylist.display()))?;
+    let text = DEMO_CONFIG
+        .replace("{{listen}}", &listen.to_string())
+        .replace("{{echo_upstream}}", &format!("http://{echo}"))
+        .replace("{{issuer}}", &issuer)
+        .replace("{{jwks_uri}}", &idp.jwks_uri())
+        .replace("{{denylist}}", &denylist.display().to_string());
+    let config =
+        crate::config::load_str(Path::new("config/demo.toml"), &text).map_err(|e| e.to_string())?;
+
+    let now = crate::auth::jwt::now_unix();
+    let token = |sub: &str, jti: &str, scope: &str, exp: i64| {
+        key.token(&serde_json::json!({
+            "iss": issuer, "aud": "demo-api", "sub": sub, "jti": jti, "scope": scope,
+            "email": format!("{sub}@example.com"), "iat": now - 60, "exp": exp,
+        }))
+    };
+    let valid = token("alice", "demo-valid", "profile orders:read", now + 3600);
+    let expired = token("alice", "demo-expired", "profile orders:read", now - 3600);
+    let revoked = token("mallory", "demo-revoked", "profile orders:read", now + 3600);
+    let unscoped = token("bob", "demo-unscoped", "profile", now + 3600);
+    let base = format!("http://{listen}");
+    idp.set_login("authgate_session", &valid, &base);
+    println!(
+        "authgate demo: gateway on {base}\n  echo upstream http://{echo}, token issuer {issuer} (JWKS {}), denylist {}\n\n\
+         Tokens (valid for an hour):\n  \
+           VALID={valid}\n  \
+           EXPIRED={expired}\n  \
+           REVOKED={revoked}\n  \
+           UNSCOPED={unscoped}\n\n\
+         Try:\n  \
+           curl -s -H \"Authorization: Bearer $VALID\" {base}/echo/hello         # 200: x-auth-subject, x-auth-email echoed back\n  \
+           curl -si {base}/echo/hello                                        # 401, WWW-Authenticate: Bearer realm=...\n  \
+           curl -si -H \"Authorization: Bearer $EXPIRED\" {base}/echo/hello     # 401 token_expired\n  \
+           curl -si -H \"Authorization: Bearer $REVOKED\" {base}/echo/hello     # 401 revoked_token (see the denylist)\n  \
+           curl -si -H \"Authorization: Bearer $UNSCOPED\" {base}/orders/1      # 403 insufficient_scope\n  \
+           curl -s -H \"Authorization: Bearer $VALID\" {base}/orders/1          # 200\n  \
+           curl -s -H \"X-Auth-Subject: root\" {base}/public/x                  # public route: the spoofed header is stripped\n  \
+           curl -si -X DELETE {base}/readonly/x                              # 405 with Allow\n  \
+           curl -si --path-as-is {base}/public/../echo                       # normalised to /echo before routing: 401\n  \
+           curl -s --http2-prior-knowledge -H \"Authorization: Bearer $VALID\" {base}/echo/h2c\n\n\
+         Browser route (session cookie, login redirect, CSRF origin check):\n  \
+           open {base}/app/ in a browser: it goes to the demo login, gets a cookie, comes back\n  \
+           curl -s -L -c /tmp/authgate-jar -b /tmp/authgate-jar -H 'Accept: text/html' {base}/app/   # same with a cookie jar\n  \
+           curl -si -b /tmp/authgate-jar -X POST -H 'Origin: https://evil.example' {base}/app/x     # 403 csrf_origin\n  \
+           curl -si -b /tmp/authgate-jar -X POST -H 'Origin: {base}' {base}/app/x                  # 200\n\n\
+         Stop with Ctrl-C.",
+        idp.jwks_uri(),
+        denylist.display(),
+    );
+    let outcome = crate::app::run(config).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome
+}
