@@ -29,6 +29,7 @@ fn table(count: usize) -> RouteTable {
             ca_bundle: None,
             path_rules: PathRules::default(),
             upstream_protocol: Default::default(),
+            allow_underscore_headers: false,
             auth: Default::default(),
         })
         .collect();

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, Request, Response, Version};
+use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::auth::credential::{self, Credential, Source};
@@ -19,6 +19,7 @@ use crate::edge::headers;
 use crate::edge::server::{PeerInfo, RequestHandler};
 use crate::error::{ErrorFlavor, GatewayError};
 use crate::proxy::forward::{self, Outbound};
+use crate::proxy::host::RequestHost;
 use crate::proxy::path;
 use crate::proxy::route::RouteMiss;
 use crate::proxy::upgrade;
@@ -86,7 +87,8 @@ async fn pipeline(
     peer: PeerInfo,
     trace: &mut Trace,
 ) -> Result<Response<Body>, GatewayError> {
-    let host = RequestHost::of(&req)?;
+    let host =
+        RequestHost::of(&req).map_err(|e| GatewayError::BadRequest { reason: e.reason() })?;
     // Read before hop-by-hop removal; forward re-requests the upgrade from the upstream.
     let upgrade = upgrade::websocket_upgrade(&req);
     if req.method() == http::Method::CONNECT && upgrade.is_none() {
@@ -139,6 +141,14 @@ async fn pipeline(
     ] {
         if present && !allowed {
             return Err(GatewayError::BadRequest { reason });
+        }
+    }
+    if !route.allow_underscore_headers {
+        let dropped = headers::drop_underscored(req.headers_mut());
+        if !dropped.is_empty() {
+            let names: Vec<&str> = dropped.iter().take(8).map(|n| n.as_str()).collect();
+            tracing::debug!(headers = %names.join(","), count = dropped.len(),
+                "dropped request headers whose names hold '_'");
         }
     }
     // Hop-by-hop first, so `Connection: x-auth-subject` cannot remove an injected header.
@@ -223,9 +233,10 @@ async fn pipeline(
         settings: &snapshot.forward,
         peer,
         path: &normalized.path,
-        original_host: host.as_ref().map(|h| h.original.as_str()),
+        host: host.as_ref().map(|h| h.authority.as_str()),
         upgrade,
         upgrade_idle_timeout: snapshot.upgrade_idle_timeout,
+        identity: &snapshot.identity,
     };
     forward::send(outbound, req).await
 }
@@ -244,7 +255,7 @@ fn check_origin(
         None => {
             let scheme = if peer.tls { "https" } else { "http" };
             let own =
-                host.and_then(|h| credential::parse_origin(&format!("{scheme}://{}", h.original)));
+                host.and_then(|h| credential::parse_origin(&format!("{scheme}://{}", h.authority)));
             own.is_some_and(|own| own == origin)
         }
     };
@@ -323,62 +334,4 @@ async fn authenticate(
         }
     }
     Ok(token)
-}
-
-/// The host the client addressed: `:authority` / absolute-form, else the single `Host` header.
-struct RequestHost {
-    /// As received, port included: for `X-Forwarded-Host` and `preserve_host`.
-    original: String,
-    /// Lower-case, without port: for routing.
-    name: String,
-}
-
-impl RequestHost {
-    fn of<B>(req: &Request<B>) -> Result<Option<Self>, GatewayError> {
-        let bad = GatewayError::BadRequest { reason: "bad_host" };
-        let original = if let Some(authority) = req.uri().authority() {
-            authority.as_str().to_string()
-        } else {
-            let mut hosts = req.headers().get_all(header::HOST).iter();
-            let Some(value) = hosts.next() else {
-                return if req.version() == Version::HTTP_11 {
-                    Err(GatewayError::BadRequest {
-                        reason: "missing_host",
-                    })
-                } else {
-                    Ok(None)
-                };
-            };
-            if hosts.next().is_some() {
-                return Err(bad);
-            }
-            value
-                .to_str()
-                .map_err(|_| GatewayError::BadRequest { reason: "bad_host" })?
-                .to_string()
-        };
-        if original.contains('@') {
-            return Err(bad);
-        }
-        let name = if let Some(rest) = original.strip_prefix('[') {
-            let end = rest
-                .find(']')
-                .ok_or(GatewayError::BadRequest { reason: "bad_host" })?;
-            format!("[{}]", &rest[..end])
-        } else {
-            match original.rsplit_once(':') {
-                Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name.to_string(),
-                Some(_) => return Err(bad),
-                None => original.clone(),
-            }
-        };
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let valid = |b: u8| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')
-        };
-        if name.is_empty() || !name.bytes().all(valid) {
-            return Err(bad);
-        }
-        Ok(Some(RequestHost { original, name }))
-    }
 }

@@ -44,6 +44,10 @@ use crate::config::file::{
     ArrayFormat, ClaimPath, IdentitySection, DEFAULT_IDENTITY_PREFIX, DEFAULT_ISSUER_HEADER,
     DEFAULT_SUBJECT_HEADER,
 };
+use crate::edge::headers::{
+    has_prefix, is_one_of, same_name, CLIENT_DESCRIBING, METHOD_OVERRIDES, PATH_OVERRIDES,
+    SET_WHEN_FORWARDING,
+};
 
 /// The identity header namespace and the claim → header mappings, validated.
 #[derive(Debug, Clone)]
@@ -252,7 +256,8 @@ impl IdentityRules {
         removed
     }
 
-    fn in_namespace(&self, name: &str) -> bool {
+    /// `name` is in the identity namespace, in any spelling.
+    pub fn in_namespace(&self, name: &str) -> bool {
         let name = name.as_bytes();
         let prefix = self.prefix.as_bytes();
         (name.len() >= prefix.len() && same_name(&name[..prefix.len()], prefix))
@@ -290,17 +295,6 @@ impl IdentityRules {
 }
 
 /// Header-name equality as the namespace sees it: ASCII case-insensitive, `_` equal to `-`.
-fn same_name(a: &[u8], b: &[u8]) -> bool {
-    fn fold(byte: u8) -> u8 {
-        if byte == b'_' {
-            b'-'
-        } else {
-            byte.to_ascii_lowercase()
-        }
-    }
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x) == fold(*y))
-}
-
 /// Parses a configured header name; returns it lower-cased as written, and its normalized form.
 fn header_name(key: &str, raw: &str) -> Result<(HeaderName, String), String> {
     let lower = raw.to_ascii_lowercase();
@@ -335,16 +329,11 @@ fn reserved(normalized: &str, injected: bool) -> Option<&'static str> {
     }
     // Forwarding sets or removes these after identity injection, so an injected value would
     // silently vanish or be overwritten.
-    let set_by_forwarding = normalized.starts_with("x-forwarded-")
-        || matches!(
-            normalized,
-            "forwarded"
-                | "x-real-ip"
-                | "x-original-url"
-                | "x-rewrite-url"
-                | "x-override-url"
-                | "x-http-destination-url"
-        );
+    let set_by_forwarding = has_prefix(normalized, "x-forwarded-")
+        || is_one_of(normalized, &SET_WHEN_FORWARDING)
+        || is_one_of(normalized, &CLIENT_DESCRIBING)
+        || is_one_of(normalized, &PATH_OVERRIDES)
+        || is_one_of(normalized, &METHOD_OVERRIDES);
     if injected && set_by_forwarding {
         return Some("a header the gateway sets when forwarding");
     }

@@ -257,6 +257,7 @@ pub(super) fn build(
                 allow_path_parameters: route.allow_path_parameters,
             },
             upstream_protocol: route.upstream_protocol,
+            allow_underscore_headers: route.allow_underscore_headers,
             auth: route_auth(
                 route,
                 route_span.start,

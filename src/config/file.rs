@@ -262,6 +262,9 @@ pub struct RouteSection {
     pub allow_encoded_nul: bool,
     #[serde(default)]
     pub allow_path_parameters: bool,
+    /// Pass request headers whose names hold `_` (dropped by default, as nginx does).
+    #[serde(default)]
+    pub allow_underscore_headers: bool,
     #[serde(default)]
     pub upstream_protocol: UpstreamProtocol,
     #[serde(default)]

@@ -1,4 +1,4 @@
-//! The echo upstream: answers with the method, path, version, headers and body size it
+//! The echo upstream: answers with the method, path, version, headers, trailers and body size it
 //! received, so the demo and the integration tests see exactly what the gateway sent upstream.
 
 use std::collections::BTreeMap;
@@ -71,8 +71,17 @@ pub async fn echo(req: Request<Incoming>) -> Result<Response<Body>, Infallible> 
     let mut body = req.into_body();
     let mut body_bytes: u64 = 0;
     let mut kept = Vec::new();
+    let mut trailers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { break };
+        if let Some(fields) = frame.trailers_ref() {
+            for (name, value) in fields {
+                trailers
+                    .entry(name.as_str().to_string())
+                    .or_default()
+                    .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+            }
+        }
         if let Ok(data) = frame.into_data() {
             body_bytes += data.len() as u64;
             if kept.len() < ECHO_BODY_LIMIT {
@@ -101,6 +110,7 @@ pub async fn echo(req: Request<Incoming>) -> Result<Response<Body>, Infallible> 
         "path": path,
         "version": version,
         "headers": headers,
+        "trailers": trailers,
         "body_bytes": body_bytes,
         "body": String::from_utf8_lossy(&kept),
     });

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -21,10 +21,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::auth::identity::IdentityRules;
 use crate::config::file::UpstreamProtocol;
 use crate::config::UpstreamDefaults;
 use crate::edge::body::{is_body_idle_timeout, Body, IdleTimeoutBody};
-use crate::edge::headers::{strip_hop_by_hop, CLIENT_DESCRIBING, METHOD_OVERRIDES, PATH_OVERRIDES};
+use crate::edge::headers::{
+    has_prefix, is_hop_by_hop, is_one_of, remove_where, strip_hop_by_hop, CLIENT_DESCRIBING,
+    METHOD_OVERRIDES, PATH_OVERRIDES, SET_WHEN_FORWARDING,
+};
 use crate::edge::server::PeerInfo;
 use crate::edge::tunnel::ConnectionGuard;
 use crate::error::GatewayError;
@@ -158,11 +162,13 @@ pub struct Outbound<'a> {
     pub peer: PeerInfo,
     /// The normalised path that was routed on.
     pub path: &'a str,
-    /// The host the client addressed, with its port, as received.
-    pub original_host: Option<&'a str>,
+    /// The host the client addressed, with its port, in canonical form (`proxy::host`).
+    pub host: Option<&'a str>,
     /// A WebSocket handshake, recognised before hop-by-hop removal.
     pub upgrade: Option<Upgrade>,
     pub upgrade_idle_timeout: Duration,
+    /// The identity namespace, also removed from request trailers.
+    pub identity: &'a Arc<IdentityRules>,
 }
 
 /// The upstream URI: the route's base path, the matched path (prefix stripped if configured)
@@ -197,18 +203,16 @@ pub fn upstream_uri(route: &Route, path: &str, query: Option<&str>) -> Result<Ur
 }
 
 fn set_forwarding_headers(out: &Outbound<'_>, headers: &mut HeaderMap) {
-    if !out.settings.is_trusted(out.peer.addr.ip()) {
-        let spoofable: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| {
-                name.as_str().starts_with("x-forwarded-")
-                    || CLIENT_DESCRIBING.contains(&name.as_str())
-            })
-            .cloned()
-            .collect();
-        for name in spoofable {
-            headers.remove(name);
-        }
+    if out.settings.is_trusted(out.peer.addr.ip()) {
+        // Only the exact spellings are read from a trusted proxy below; another spelling would
+        // reach an upstream that folds `_` into `-` unchecked.
+        remove_where(headers, |name| {
+            name.contains('_') && is_one_of(name, &SET_WHEN_FORWARDING)
+        });
+    } else {
+        remove_where(headers, |name| {
+            has_prefix(name, "x-forwarded-") || is_one_of(name, &CLIENT_DESCRIBING)
+        });
     }
     let peer_ip = canonical_ip(out.peer.addr.ip());
     let trusted = out.settings.is_trusted(peer_ip);
@@ -234,10 +238,7 @@ fn set_forwarding_headers(out: &Outbound<'_>, headers: &mut HeaderMap) {
     }
     if !(trusted && headers.contains_key("x-forwarded-host")) {
         headers.remove("x-forwarded-host");
-        if let Some(value) = out
-            .original_host
-            .and_then(|h| HeaderValue::from_str(h).ok())
-        {
+        if let Some(value) = out.host.and_then(|h| HeaderValue::from_str(h).ok()) {
             headers.insert("x-forwarded-host", value);
         }
     }
@@ -248,7 +249,7 @@ fn set_forwarding_headers(out: &Outbound<'_>, headers: &mut HeaderMap) {
     };
     let mut element = format!("for={node};proto={proto}");
     if let Some(host) = out
-        .original_host
+        .host
         .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
     {
         element.push_str(&format!(";host=\"{host}\""));
@@ -319,9 +320,9 @@ pub async fn send(
         expected_accept = Some(upgrade::request_upstream(upgrade, &mut parts)?);
         send_body = matches!(upgrade, Upgrade::Http1);
     }
-    for name in PATH_OVERRIDES.iter().chain(&METHOD_OVERRIDES) {
-        parts.headers.remove(*name);
-    }
+    remove_where(&mut parts.headers, |name| {
+        is_one_of(name, &PATH_OVERRIDES) || is_one_of(name, &METHOD_OVERRIDES)
+    });
     set_forwarding_headers(&out, &mut parts.headers);
     join_cookies(&mut parts.headers);
     // Credentials are never indexed by HPACK on an HTTP/2 upstream (RFC 7541 §7.1.3).
@@ -333,17 +334,24 @@ pub async fn send(
         }
     }
     if out.route.preserve_host {
-        if let Some(value) = out
-            .original_host
-            .and_then(|h| HeaderValue::from_str(h).ok())
-        {
+        if let Some(value) = out.host.and_then(|h| HeaderValue::from_str(h).ok()) {
             parts.headers.insert(header::HOST, value);
         }
     } else if let Ok(value) = HeaderValue::from_str(out.route.upstream.authority.as_str()) {
         parts.headers.insert(header::HOST, value);
     }
+    let allow_underscore = out.route.allow_underscore_headers;
+    keep_allowed_trailer_names(&mut parts.headers, out.identity, allow_underscore);
     let body = if send_body {
-        IdleTimeoutBody::new(body, out.settings.body_idle_timeout).boxed()
+        let identity = out.identity.clone();
+        IdleTimeoutBody::new(body, out.settings.body_idle_timeout)
+            .map_frame(move |mut frame| {
+                if let Some(trailers) = frame.trailers_mut() {
+                    scrub_trailers(trailers, &identity, allow_underscore);
+                }
+                frame
+            })
+            .boxed()
     } else {
         crate::edge::body::empty()
     };
@@ -388,6 +396,76 @@ pub async fn send(
         parts,
         body.map_err(Into::into).boxed(),
     ))
+}
+
+/// Fields RFC 9110 §6.5.1 forbids in trailers (framing, routing, authentication, content
+/// description): an upstream that merges trailers into headers must not meet them there.
+const FORBIDDEN_IN_TRAILERS: [&str; 13] = [
+    "host",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "content-range",
+    "transfer-encoding",
+    "trailer",
+    "te",
+    "expect",
+    "max-forwards",
+];
+
+/// Whether a request trailer named `name` is removed: every name the gateway removes from
+/// request headers (identity namespace, hop-by-hop, forwarding and override names, `_` spellings
+/// unless the route allows them), whatever the peer, since trailers are never read here.
+fn trailer_removed(name: &str, identity: &IdentityRules, allow_underscore: bool) -> bool {
+    (!allow_underscore && name.contains('_'))
+        || identity.in_namespace(name)
+        || is_hop_by_hop(name)
+        || has_prefix(name, "x-forwarded-")
+        || is_one_of(name, &SET_WHEN_FORWARDING)
+        || is_one_of(name, &CLIENT_DESCRIBING)
+        || is_one_of(name, &PATH_OVERRIDES)
+        || is_one_of(name, &METHOD_OVERRIDES)
+        || is_one_of(name, &FORBIDDEN_IN_TRAILERS)
+}
+
+fn scrub_trailers(trailers: &mut HeaderMap, identity: &IdentityRules, allow_underscore: bool) {
+    let removed = remove_where(trailers, |name| {
+        trailer_removed(name, identity, allow_underscore)
+    });
+    if !removed.is_empty() {
+        let names: Vec<&str> = removed.iter().take(8).map(|n| n.as_str()).collect();
+        tracing::warn!(trailers = %names.join(","), count = removed.len(),
+            "stripped request trailers the gateway does not pass (likely spoof)");
+    }
+}
+
+/// The `Trailer` announcement keeps only names that will be sent, so an HTTP/1.1 upstream is
+/// not told to expect a trailer that was removed.
+fn keep_allowed_trailer_names(
+    headers: &mut HeaderMap,
+    identity: &IdentityRules,
+    allow_underscore: bool,
+) {
+    if !headers.contains_key(header::TRAILER) {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::TRAILER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty() && !trailer_removed(name, identity, allow_underscore))
+        .collect();
+    headers.remove(header::TRAILER);
+    if let Ok(value) = HeaderValue::from_str(&kept.join(", ")) {
+        if !kept.is_empty() {
+            headers.insert(header::TRAILER, value);
+        }
+    }
 }
 
 fn classify(error: &hyper_util::client::legacy::Error) -> GatewayError {
@@ -445,6 +523,7 @@ mod tests {
             ca_bundle: None,
             path_rules: PathRules::default(),
             upstream_protocol: Default::default(),
+            allow_underscore_headers: false,
             auth: Default::default(),
         }
     }
@@ -507,7 +586,7 @@ mod tests {
         headers.insert("upgrade", HeaderValue::from_static("h2c"));
         headers.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut headers);
-        let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        let names: Vec<&str> = headers.keys().map(http::HeaderName::as_str).collect();
         assert_eq!(names, vec!["x-kept", "te"]);
         assert_eq!(
             headers.get("te").map(HeaderValue::as_bytes),

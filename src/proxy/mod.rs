@@ -3,6 +3,7 @@
 //! pipeline decided.
 
 pub mod forward;
+pub mod host;
 pub mod path;
 pub mod route;
 pub mod upgrade;

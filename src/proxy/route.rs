@@ -41,6 +41,9 @@ pub struct Route {
     pub ca_bundle: Option<std::path::PathBuf>,
     pub path_rules: PathRules,
     pub upstream_protocol: UpstreamProtocol,
+    /// Request header names holding `_` pass (each name the gateway strips or sets is still
+    /// removed in every spelling).
+    pub allow_underscore_headers: bool,
     pub auth: RouteAuth,
 }
 
@@ -251,6 +254,7 @@ mod tests {
             ca_bundle: None,
             path_rules: PathRules::default(),
             upstream_protocol: UpstreamProtocol::Http1,
+            allow_underscore_headers: false,
             auth: RouteAuth::default(),
         }
     }
