@@ -885,6 +885,38 @@ format = "json"
 }
 
 #[tokio::test]
+async fn csv_array_elements_keep_their_edge_spaces_upstream() {
+    let w = world(
+        r#"
+[[auth.identity.claim]]
+claim = "/groups"
+header = "x-auth-groups"
+"#,
+    )
+    .await;
+    let iss = w.issuer();
+    // A trimming list parser would read `users, admin` as the group `admin`.
+    for (groups, expected) in [
+        (json!(["users", " admin"]), "users,%20admin"),
+        (json!(["admin ", "users"]), "admin%20,users"),
+        (json!([" admin "]), "%20admin%20"),
+    ] {
+        let token = w.rsa.token(&{
+            let mut c = claims(&iss, "alice");
+            c["groups"] = groups.clone();
+            c
+        });
+        let reply = w.call("/api/x", &token).await;
+        assert_eq!(reply.status, 200, "{groups}");
+        assert_eq!(
+            reply.upstream_header("x-auth-groups"),
+            vec![expected],
+            "{groups}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn denylist_revokes_by_jti_subject_session_and_key_and_reloads() {
     let dir = temp_dir("denylist");
     let list = dir.join("denylist.toml");
