@@ -579,6 +579,63 @@ async fn bad_tokens_are_refused_with_precise_reasons() {
         .contains("error_description=\"The access token expired\""));
 }
 
+#[tokio::test]
+async fn numeric_dates_share_one_bound_as_integers_and_floats() {
+    const BOUND: i64 = 1_000_000_000_000_000;
+    let w = world("").await;
+    let iss = w.issuer();
+    let with = |name: &str, value: &serde_json::Value| {
+        let mut c = claims(&iss, "dates");
+        c[name] = value.clone();
+        w.rsa.token(&c)
+    };
+    // At, just above and far above 10^15 in magnitude, integer and float: never a date.
+    let beyond = [
+        json!(BOUND),
+        json!(BOUND + 1),
+        json!(10_000_000_000_000_000_i64),
+        json!(-BOUND),
+        json!(1e15),
+        json!(1_000_000_000_000_000.5),
+        json!(1e16),
+    ];
+    for name in ["exp", "nbf", "iat"] {
+        for value in &beyond {
+            let reply = w.call("/api/x", &with(name, value)).await;
+            assert_eq!(
+                (reply.status, reply.reason().as_str()),
+                (401, "invalid_claim_type"),
+                "{name} = {value}"
+            );
+        }
+    }
+    // Just below the bound it is a date, checked as one.
+    let below = [
+        ("exp", json!(BOUND - 1), 200, ""),
+        ("exp", json!(999_999_999_999_999.5), 200, ""),
+        ("nbf", json!(BOUND - 1), 401, "token_not_yet_valid"),
+        (
+            "nbf",
+            json!(999_999_999_999_999.5),
+            401,
+            "token_not_yet_valid",
+        ),
+        ("nbf", json!(1 - BOUND), 200, ""),
+        ("iat", json!(BOUND - 1), 401, "issued_in_future"),
+        ("iat", json!(999_999_999_999_999.5), 401, "issued_in_future"),
+        ("iat", json!(1 - BOUND), 200, ""),
+    ];
+    for (name, value, status, reason) in below {
+        let reply = w.call("/api/x", &with(name, &value)).await;
+        assert_eq!(reply.status, status, "{name} = {value}");
+        if status == 200 {
+            assert_eq!(reply.upstream_header("x-auth-subject"), vec!["dates"]);
+        } else {
+            assert_eq!(reply.reason(), reason, "{name} = {value}");
+        }
+    }
+}
+
 fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
