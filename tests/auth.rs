@@ -1068,6 +1068,110 @@ kid = "ec-1"
     drop(w.dir);
 }
 
+/// The order n of the P-256 group, big-endian.
+const P256_ORDER: [u8; 32] = [
+    0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
+];
+
+/// `a - b` for big-endian numbers of equal length with a ≥ b.
+fn be_sub(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; a.len()];
+    let mut borrow = 0i16;
+    for i in (0..a.len()).rev() {
+        let mut digit = i16::from(a[i]) - i16::from(b[i]) - borrow;
+        borrow = i16::from(digit < 0);
+        if digit < 0 {
+            digit += 256;
+        }
+        out[i] = u8::try_from(digit).unwrap();
+    }
+    assert_eq!(borrow, 0, "a < b");
+    out
+}
+
+/// The same ES256 token with its signature (r, s) replaced by (r, n - s): a different string
+/// that verifies just as well.
+fn malleate_es256(token: &str) -> String {
+    use base64::Engine;
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(signature)
+        .unwrap();
+    assert_eq!(signature.len(), 64, "ES256 signatures are r || s");
+    let (r, s) = signature.split_at(32);
+    let twin = [r, be_sub(&P256_ORDER, s).as_slice()].concat();
+    format!("{signing_input}.{}", base64_url(&twin))
+}
+
+#[test]
+fn big_endian_subtraction() {
+    assert_eq!(be_sub(&[1, 0], &[0, 1]), vec![0, 255]);
+    assert_eq!(be_sub(&[5, 5], &[5, 5]), vec![0, 0]);
+    assert_eq!(
+        be_sub(&P256_ORDER, &be_sub(&P256_ORDER, &[7; 32])),
+        vec![7; 32]
+    );
+}
+
+#[tokio::test]
+async fn a_malleated_ecdsa_twin_is_cached_apart_and_revoked_by_jti_with_its_original() {
+    let dir = temp_dir("malleable");
+    let list = dir.join("denylist.toml");
+    std::fs::write(&list, "").unwrap();
+    let w = world(&format!(
+        "[auth]\ndenylist = \"{}\"\ndenylist_reload_interval = \"50ms\"\n",
+        list.display()
+    ))
+    .await;
+    let iss = w.issuer();
+    let mut c = claims(&iss, "carol");
+    c["jti"] = json!("twin-jti");
+    let token = w.ec.token(&c);
+    let twin = malleate_es256(&token);
+    assert_ne!(token, twin);
+    let other = w.ec.token(&claims(&iss, "dave"));
+    // Both strings verify, and each is cached under its own string.
+    for t in [&token, &twin] {
+        let reply = w.call("/api/x", t).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        assert_eq!(reply.upstream_header("x-auth-subject"), vec!["carol"]);
+        assert!(w.gw.state.load().verifier.is_cached(t));
+    }
+    for t in [&token, &twin] {
+        assert_eq!(w.call("/api/x", t).await.status, 200, "cache hit");
+    }
+    // Revoked by jti, not by string: both strings are refused, cached or not.
+    std::fs::write(
+        &list,
+        format!("[[token]]\nissuer = \"{iss}\"\njti = \"twin-jti\"\n"),
+    )
+    .unwrap();
+    let revoked = eventually_async(Duration::from_secs(10), || async {
+        w.call("/api/x", &token).await.status == 401
+    })
+    .await;
+    assert!(revoked, "denylist change was not picked up");
+    for t in [&token, &twin] {
+        let reply = w.call("/api/x", t).await;
+        assert_eq!(
+            (reply.status, reply.reason().as_str()),
+            (401, "revoked_token")
+        );
+        assert!(
+            reply.json().get("headers").is_none(),
+            "reached the upstream"
+        );
+        assert!(w.gw.state.load().verifier.is_cached(t), "still cached");
+    }
+    assert_eq!(w.call("/api/x", &other).await.status, 200);
+}
+
 #[tokio::test]
 async fn oidc_discovery_provider() {
     let up = echo().await;

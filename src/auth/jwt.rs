@@ -278,6 +278,15 @@ impl Verifier {
         self.max_token_bytes
     }
 
+    /// Whether this exact token string has an entry in the verified-token cache. Entries are
+    /// keyed by the string, and two strings may carry one token (an ECDSA signature `(r, s)`
+    /// also verifies as `(r, n - s)`), so nothing may rely on one entry per token: revocation
+    /// matches claims and keys, never strings.
+    pub fn is_cached(&self, token: &str) -> bool {
+        self.cache
+            .contains_key(&crate::auth::keys::sha256(&[token.as_bytes()]))
+    }
+
     /// Verifies `token` for a route accepting `accepted` providers.
     pub async fn verify(
         &self,
