@@ -579,6 +579,63 @@ async fn bad_tokens_are_refused_with_precise_reasons() {
         .contains("error_description=\"The access token expired\""));
 }
 
+#[tokio::test]
+async fn numeric_dates_share_one_bound_as_integers_and_floats() {
+    const BOUND: i64 = 1_000_000_000_000_000;
+    let w = world("").await;
+    let iss = w.issuer();
+    let with = |name: &str, value: &serde_json::Value| {
+        let mut c = claims(&iss, "dates");
+        c[name] = value.clone();
+        w.rsa.token(&c)
+    };
+    // At, just above and far above 10^15 in magnitude, integer and float: never a date.
+    let beyond = [
+        json!(BOUND),
+        json!(BOUND + 1),
+        json!(10_000_000_000_000_000_i64),
+        json!(-BOUND),
+        json!(1e15),
+        json!(1_000_000_000_000_000.5),
+        json!(1e16),
+    ];
+    for name in ["exp", "nbf", "iat"] {
+        for value in &beyond {
+            let reply = w.call("/api/x", &with(name, value)).await;
+            assert_eq!(
+                (reply.status, reply.reason().as_str()),
+                (401, "invalid_claim_type"),
+                "{name} = {value}"
+            );
+        }
+    }
+    // Just below the bound it is a date, checked as one.
+    let below = [
+        ("exp", json!(BOUND - 1), 200, ""),
+        ("exp", json!(999_999_999_999_999.5), 200, ""),
+        ("nbf", json!(BOUND - 1), 401, "token_not_yet_valid"),
+        (
+            "nbf",
+            json!(999_999_999_999_999.5),
+            401,
+            "token_not_yet_valid",
+        ),
+        ("nbf", json!(1 - BOUND), 200, ""),
+        ("iat", json!(BOUND - 1), 401, "issued_in_future"),
+        ("iat", json!(999_999_999_999_999.5), 401, "issued_in_future"),
+        ("iat", json!(1 - BOUND), 200, ""),
+    ];
+    for (name, value, status, reason) in below {
+        let reply = w.call("/api/x", &with(name, &value)).await;
+        assert_eq!(reply.status, status, "{name} = {value}");
+        if status == 200 {
+            assert_eq!(reply.upstream_header("x-auth-subject"), vec!["dates"]);
+        } else {
+            assert_eq!(reply.reason(), reason, "{name} = {value}");
+        }
+    }
+}
+
 fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -885,6 +942,38 @@ format = "json"
 }
 
 #[tokio::test]
+async fn csv_array_elements_keep_their_edge_spaces_upstream() {
+    let w = world(
+        r#"
+[[auth.identity.claim]]
+claim = "/groups"
+header = "x-auth-groups"
+"#,
+    )
+    .await;
+    let iss = w.issuer();
+    // A trimming list parser would read `users, admin` as the group `admin`.
+    for (groups, expected) in [
+        (json!(["users", " admin"]), "users,%20admin"),
+        (json!(["admin ", "users"]), "admin%20,users"),
+        (json!([" admin "]), "%20admin%20"),
+    ] {
+        let token = w.rsa.token(&{
+            let mut c = claims(&iss, "alice");
+            c["groups"] = groups.clone();
+            c
+        });
+        let reply = w.call("/api/x", &token).await;
+        assert_eq!(reply.status, 200, "{groups}");
+        assert_eq!(
+            reply.upstream_header("x-auth-groups"),
+            vec![expected],
+            "{groups}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn denylist_revokes_by_jti_subject_session_and_key_and_reloads() {
     let dir = temp_dir("denylist");
     let list = dir.join("denylist.toml");
@@ -977,6 +1066,110 @@ kid = "ec-1"
         "bob's entry was removed"
     );
     drop(w.dir);
+}
+
+/// The order n of the P-256 group, big-endian.
+const P256_ORDER: [u8; 32] = [
+    0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
+];
+
+/// `a - b` for big-endian numbers of equal length with a ≥ b.
+fn be_sub(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; a.len()];
+    let mut borrow = 0i16;
+    for i in (0..a.len()).rev() {
+        let mut digit = i16::from(a[i]) - i16::from(b[i]) - borrow;
+        borrow = i16::from(digit < 0);
+        if digit < 0 {
+            digit += 256;
+        }
+        out[i] = u8::try_from(digit).unwrap();
+    }
+    assert_eq!(borrow, 0, "a < b");
+    out
+}
+
+/// The same ES256 token with its signature (r, s) replaced by (r, n - s): a different string
+/// that verifies just as well.
+fn malleate_es256(token: &str) -> String {
+    use base64::Engine;
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(signature)
+        .unwrap();
+    assert_eq!(signature.len(), 64, "ES256 signatures are r || s");
+    let (r, s) = signature.split_at(32);
+    let twin = [r, be_sub(&P256_ORDER, s).as_slice()].concat();
+    format!("{signing_input}.{}", base64_url(&twin))
+}
+
+#[test]
+fn big_endian_subtraction() {
+    assert_eq!(be_sub(&[1, 0], &[0, 1]), vec![0, 255]);
+    assert_eq!(be_sub(&[5, 5], &[5, 5]), vec![0, 0]);
+    assert_eq!(
+        be_sub(&P256_ORDER, &be_sub(&P256_ORDER, &[7; 32])),
+        vec![7; 32]
+    );
+}
+
+#[tokio::test]
+async fn a_malleated_ecdsa_twin_is_cached_apart_and_revoked_by_jti_with_its_original() {
+    let dir = temp_dir("malleable");
+    let list = dir.join("denylist.toml");
+    std::fs::write(&list, "").unwrap();
+    let w = world(&format!(
+        "[auth]\ndenylist = \"{}\"\ndenylist_reload_interval = \"50ms\"\n",
+        list.display()
+    ))
+    .await;
+    let iss = w.issuer();
+    let mut c = claims(&iss, "carol");
+    c["jti"] = json!("twin-jti");
+    let token = w.ec.token(&c);
+    let twin = malleate_es256(&token);
+    assert_ne!(token, twin);
+    let other = w.ec.token(&claims(&iss, "dave"));
+    // Both strings verify, and each is cached under its own string.
+    for t in [&token, &twin] {
+        let reply = w.call("/api/x", t).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        assert_eq!(reply.upstream_header("x-auth-subject"), vec!["carol"]);
+        assert!(w.gw.state.load().verifier.is_cached(t));
+    }
+    for t in [&token, &twin] {
+        assert_eq!(w.call("/api/x", t).await.status, 200, "cache hit");
+    }
+    // Revoked by jti, not by string: both strings are refused, cached or not.
+    std::fs::write(
+        &list,
+        format!("[[token]]\nissuer = \"{iss}\"\njti = \"twin-jti\"\n"),
+    )
+    .unwrap();
+    let revoked = eventually_async(Duration::from_secs(10), || async {
+        w.call("/api/x", &token).await.status == 401
+    })
+    .await;
+    assert!(revoked, "denylist change was not picked up");
+    for t in [&token, &twin] {
+        let reply = w.call("/api/x", t).await;
+        assert_eq!(
+            (reply.status, reply.reason().as_str()),
+            (401, "revoked_token")
+        );
+        assert!(
+            reply.json().get("headers").is_none(),
+            "reached the upstream"
+        );
+        assert!(w.gw.state.load().verifier.is_cached(t), "still cached");
+    }
+    assert_eq!(w.call("/api/x", &other).await.status, 200);
 }
 
 #[tokio::test]

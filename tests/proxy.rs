@@ -181,6 +181,50 @@ allow_path_parameters = true
 }
 
 #[tokio::test]
+async fn raw_utf8_in_the_path_is_routed_and_forwarded_percent_encoded() {
+    let up = echo().await;
+    let gw = start(&format!(
+        r#"{}
+[[route]]
+name = "cafe"
+path_prefix = "/api/caf%C3%A9"
+upstream = "http://{up}/base"
+auth = "public"
+
+[[route]]
+name = "api"
+path_prefix = "/api"
+upstream = "http://{up}/other"
+auth = "public"
+"#,
+        listener_plain()
+    ))
+    .await;
+    // Raw bytes on the wire (curl would encode them first); (target, path the upstream received).
+    let table: &[(&[u8], &str)] = &[
+        (b"/api/caf\xc3\xa9", "/base/api/caf%C3%A9"),
+        (b"/api/caf%c3%a9", "/base/api/caf%C3%A9"),
+        (b"/api/caf%C3%A9", "/base/api/caf%C3%A9"),
+        (b"/api/caf\xc3\xa9/x/../y", "/base/api/caf%C3%A9/y"),
+        (b"/api/caf\xc3\xa9s", "/other/api/caf%C3%A9s"),
+        // Byte for byte: the decomposed spelling of the same word is another path.
+        (b"/api/cafe\xcc\x81", "/other/api/cafe%CC%81"),
+    ];
+    for &(target, expected) in table {
+        let request = [
+            b"GET ".as_slice(),
+            target,
+            b" HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n",
+        ]
+        .concat();
+        let response = raw_exchange(gw.addrs[0], &request, LONG).await;
+        let shown = String::from_utf8_lossy(target);
+        assert_eq!(raw_status(&response), 200, "{shown}: {response}");
+        assert_eq!(raw_json(&response)["path"], expected, "{shown}");
+    }
+}
+
+#[tokio::test]
 async fn not_found_and_no_host() {
     let up = echo().await;
     let gw = start(&format!(

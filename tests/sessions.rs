@@ -525,3 +525,73 @@ async fn a_passed_preflight_carries_no_credentials_upstream() {
     assert!(reply.upstream_header("authorization").is_empty());
     assert_eq!(reply.upstream_header("cookie"), vec!["theme=dark"]);
 }
+
+#[tokio::test]
+async fn a_comma_never_hides_a_session_cookie() {
+    let s = site().await;
+    let forged = s.key.token(&claims(&s.issuer, "mallory"));
+    // Lenient parsers (Python's SimpleCookie) also split on `,`: they would read `sess=forged`.
+    for cookie in [
+        format!("sess={}; a=1, sess={forged}", s.token),
+        format!("sess={}; a=1,SESS={forged}", s.token),
+        format!("a=1, sess={forged}"),
+    ] {
+        let reply = send(
+            &h1_client(),
+            s.request("GET", "/app/x", &[("cookie", &cookie)]),
+        )
+        .await;
+        assert_eq!(
+            (reply.status, reply.reason().as_str()),
+            (400, "duplicate_session_cookie"),
+            "{cookie}"
+        );
+    }
+    // An ordinary comma in a value is no second cookie; forwarded as sent.
+    let cookie = format!("sess={}; prefs=a,b", s.token);
+    let reply = send(
+        &h1_client(),
+        s.request("GET", "/app/x", &[("cookie", &cookie)]),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.upstream_header("x-auth-subject"), vec!["alice"]);
+    assert_eq!(reply.upstream_header("cookie"), vec![cookie]);
+    // Where the gateway removes the session cookie, a pair a comma could split is removed too.
+    let cookie = format!("a=1, b=2; inner={}; prefs=a,b; c=3,INNER=x", s.token);
+    let reply = send(
+        &h1_client(),
+        s.request("GET", "/private/x", &[("cookie", &cookie)]),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.reason().as_str()),
+        (400, "duplicate_session_cookie")
+    );
+    let cookie = format!("a=1, b=2; inner={}; prefs=a,b", s.token);
+    let reply = send(
+        &h1_client(),
+        s.request("GET", "/private/x", &[("cookie", &cookie)]),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.upstream_header("x-auth-subject"), vec!["alice"]);
+    assert_eq!(reply.upstream_header("cookie"), vec!["prefs=a,b"]);
+    // A passed preflight reads no credential, yet still loses every hidden session cookie.
+    let cookie = format!("theme=dark; a=1, sess={forged}");
+    let reply = send(
+        &h1_client(),
+        s.request(
+            "OPTIONS",
+            "/cors/x",
+            &[
+                ("origin", PUBLIC_ORIGIN),
+                ("access-control-request-method", "POST"),
+                ("cookie", &cookie),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.upstream_header("cookie"), vec!["theme=dark"]);
+}

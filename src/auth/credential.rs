@@ -2,7 +2,8 @@
 //! case-insensitive, exactly one token68) or, for browsers, the route's session cookie. Another
 //! scheme (e.g. `Basic`) is no credential here and passes through untouched. Anything that would
 //! need a guess is a malformed request (400): two `Authorization` headers, a Bearer header that
-//! is not exactly one token, the session cookie twice, or a header and a cookie that differ.
+//! is not exactly one token, the session cookie twice (including once hidden after a `,`, where
+//! lenient parsers see a cookie of its own), or a header and a cookie that differ.
 //! Tokens are never read from the query string. This step also holds the browser-facing rules
 //! that depend on where a credential came from: the CSRF origin check and login redirects.
 
@@ -87,15 +88,36 @@ fn bearer(headers: &HeaderMap) -> Result<Option<String>, CredentialError> {
     Ok(Some(token.to_string()))
 }
 
-/// Every `name=value` pair of every `Cookie` field (HTTP/2 may split them, RFC 9113 §8.2.3).
-fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+/// Every `;`-separated item of every `Cookie` field (HTTP/2 may split them, RFC 9113 §8.2.3),
+/// trimmed.
+fn cookie_items(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
+        .map(str::trim)
+}
+
+/// Every `name=value` pair of every `Cookie` field.
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    cookie_items(headers)
+        .filter_map(|pair| pair.split_once('='))
         .map(|(name, value)| (name.trim(), value.trim()))
+}
+
+/// The names that lenient parsers (Python's `SimpleCookie`, RFC 2109-era servers) read in one
+/// `;`-separated item because they also split on `,`: each `,` followed by optional whitespace,
+/// a name, optional whitespace and `=`. RFC 6265 reads `a=1, sess=x` as one cookie `a`, they
+/// read a second cookie `sess`; the gateway must never let the two readings differ.
+fn comma_hidden_names(item: &str) -> impl Iterator<Item = &str> {
+    item.match_indices(',').filter_map(|(at, _)| {
+        let rest = item[at + 1..].trim_start_matches([' ', '\t']);
+        let end = rest.find(['=', ',', ';', ' ', '\t'])?;
+        let (name, after) = rest.split_at(end);
+        let after = after.trim_start_matches([' ', '\t']);
+        (!name.is_empty() && after.starts_with('=')).then_some(name)
+    })
 }
 
 /// Whether a cookie name is the session cookie as some upstream framework would read it:
@@ -141,6 +163,14 @@ fn session_cookie(headers: &HeaderMap, name: &str) -> Result<Option<String>, Cre
     {
         return Err(CredentialError::MalformedCookie);
     }
+    // A session-cookie name after a comma is the session cookie to a lenient upstream, in a
+    // value the gateway never read: a duplicate, even when no plain one is present.
+    if cookie_items(headers)
+        .flat_map(comma_hidden_names)
+        .any(|hidden| is_session_cookie(hidden, name))
+    {
+        return Err(CredentialError::DuplicateCookie);
+    }
     let mut found = None;
     for (cookie, value) in cookie_pairs(headers) {
         if !is_session_cookie(cookie, name) {
@@ -182,12 +212,30 @@ pub fn extract(
     })
 }
 
-/// Removes the session cookie from the `Cookie` fields, keeping every other cookie.
+/// Removes the session cookie from the `Cookie` fields, keeping every other cookie. A pair that
+/// a lenient parser would split at a comma into more pairs (`a=1, sess=x`) is dropped too: it
+/// may hide any spelling of the session cookie, and the upstream must not receive a session
+/// cookie the gateway meant to remove. A comma in an ordinary value (`prefs=a,b`, `d=Mon, 01`)
+/// is not followed by `name=`, so such cookies pass unchanged.
 pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
-    let kept: Vec<String> = cookie_pairs(headers)
+    let mut dropped = 0;
+    let kept: Vec<String> = cookie_items(headers)
+        .filter(|item| {
+            let ambiguous = comma_hidden_names(item).next().is_some();
+            dropped += usize::from(ambiguous);
+            !ambiguous
+        })
+        .filter_map(|item| item.split_once('='))
+        .map(|(cookie, value)| (cookie.trim(), value.trim()))
         .filter(|(cookie, _)| !is_session_cookie(cookie, name))
         .map(|(cookie, value)| format!("{cookie}={value}"))
         .collect();
+    if dropped > 0 {
+        tracing::debug!(
+            count = dropped,
+            "dropped cookies holding a comma-separated pair"
+        );
+    }
     headers.remove(header::COOKIE);
     if !kept.is_empty() {
         if let Ok(mut value) = HeaderValue::from_str(&kept.join("; ")) {
@@ -367,6 +415,53 @@ mod tests {
             extract(&binary, Some("sess")),
             Err(CredentialError::MalformedCookie)
         );
+    }
+
+    #[test]
+    fn comma_hidden_session_cookies() {
+        let cookie = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::COOKIE, HeaderValue::from_static(value));
+            h
+        };
+        // A lenient parser reads a second session cookie after the comma: refused, even alone.
+        for value in [
+            "sess=tok; a=1, sess=forged",
+            "sess=tok; a=1,sess=forged",
+            "sess=tok; a=1,\t SESS =forged",
+            "a=1, %73ess=forged",
+            "sess=tok, sess=forged",
+            "a, sess=forged",
+        ] {
+            assert_eq!(
+                extract(&cookie(value), Some("sess")),
+                Err(CredentialError::DuplicateCookie),
+                "{value}"
+            );
+        }
+        // Commas in ordinary values, or before a name that is not the session cookie, are no
+        // second session cookie.
+        for value in [
+            "sess=tok; prefs=a,b",
+            "sess=tok; d=Mon, 01 Jan 2024",
+            "sess=tok; a=1, session=x",
+            "sess=tok; a=1, sessx=x",
+        ] {
+            assert_eq!(
+                extract(&cookie(value), Some("sess")).map(|c| c.map(|c| c.token)),
+                Ok(Some("tok".into())),
+                "{value}"
+            );
+        }
+        // Removal never forwards a pair that a comma could split, whatever name it hides.
+        let mut h = cookie("a=1, sess=forged; prefs=a,b; x=1, y=2; sess=tok; d=Mon, 01 Jan");
+        h.append(header::COOKIE, HeaderValue::from_static("b=2,Sess=z"));
+        remove_cookie(&mut h, "sess");
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "prefs=a,b; d=Mon, 01 Jan");
+        let mut h = cookie("a=1, sess=forged");
+        remove_cookie(&mut h, "sess");
+        assert!(h.get(header::COOKIE).is_none());
     }
 
     #[test]

@@ -20,7 +20,12 @@
 //!   `%` becomes `%25`, every byte outside 0x20..=0x7E (that is, the bytes of non-ASCII UTF-8)
 //!   becomes `%XX` with upper-case hex (`Zoë` → `Zo%C3%AB`), and a space at the very start or
 //!   end becomes `%20`, because HTTP parsers trim such spaces and `" admin"` must not arrive as
-//!   `admin`. Decoding with any standard percent-decoder gives back the claim's UTF-8 text.
+//!   `admin`. A CSV array is encoded element by element, so a space at the start or end of
+//!   EACH element becomes `%20` (`["users", " admin"]` → `users,%20admin`): list parsers trim
+//!   around every comma. Space is the only whitespace left to encode: HTAB and the other ASCII
+//!   whitespace are control characters (below), and non-ASCII whitespace (NBSP, ...) is already
+//!   `%XX`. Decoding with any standard percent-decoder (each element, for CSV) gives back the
+//!   claim's UTF-8 text.
 //! * A control character (0x00..=0x1F or 0x7F: CR, LF, TAB, NUL, ...) in the text is never
 //!   encoded or dropped: the request is refused (`unsafe_claim_value`). JSON-rendered values
 //!   carry their own escapes (`\n`), so only raw strings and CSV elements can trigger this.
@@ -273,12 +278,12 @@ impl IdentityRules {
         token: &VerifiedToken,
     ) -> Result<(), IdentityError> {
         match token.subject.as_deref() {
-            Some(subject) => put(headers, &self.subject, subject)?,
+            Some(subject) => put(headers, &self.subject, encode(subject, &self.subject)?)?,
             None => {
                 headers.remove(&self.subject);
             }
         }
-        put(headers, &self.issuer, &token.issuer)?;
+        put(headers, &self.issuer, encode(&token.issuer, &self.issuer)?)?;
         for mapping in &self.claims {
             match mapping.claim.lookup(&token.claims) {
                 None | Some(Value::Null) => {
@@ -286,7 +291,7 @@ impl IdentityRules {
                 }
                 Some(value) => {
                     let text = render(value, mapping.format, &mapping.header)?;
-                    put(headers, &mapping.header, &text)?;
+                    put(headers, &mapping.header, text)?;
                 }
             }
         }
@@ -340,13 +345,14 @@ fn reserved(normalized: &str, injected: bool) -> Option<&'static str> {
     None
 }
 
-fn render<'a>(
-    value: &'a Value,
+/// The encoded header text of a claim value (see the module doc's value encoding).
+fn render(
+    value: &Value,
     format: ArrayFormat,
     header: &HeaderName,
-) -> Result<Cow<'a, str>, IdentityError> {
-    Ok(match value {
-        Value::String(text) => Cow::Borrowed(text),
+) -> Result<String, IdentityError> {
+    match value {
+        Value::String(text) => encode(text, header),
         Value::Array(items) if format == ArrayFormat::Csv => {
             let mut joined = String::new();
             for (i, item) in items.iter().enumerate() {
@@ -362,23 +368,30 @@ fn render<'a>(
                 if i > 0 {
                     joined.push(',');
                 }
-                joined.push_str(&element);
+                // Encoded one by one: list parsers trim the spaces around every element, so
+                // `[" admin"]` must keep its space as `%20` wherever it sits in the list.
+                joined.push_str(&encode(&element, header)?);
             }
-            Cow::Owned(joined)
+            Ok(joined)
         }
         // Value's Display is compact JSON, which is also the plain text of numbers and booleans.
-        other => Cow::Owned(other.to_string()),
-    })
+        other => encode(&other.to_string(), header),
+    }
 }
 
-fn put(headers: &mut HeaderMap, name: &HeaderName, text: &str) -> Result<(), IdentityError> {
-    let mut value = encode(text, name)?;
+/// Writes `text`, already encoded by [`encode`] or [`render`].
+fn put(headers: &mut HeaderMap, name: &HeaderName, text: String) -> Result<(), IdentityError> {
+    // Cannot fail (every byte is 0x20..=0x7E), but a failure must still refuse, not panic.
+    let mut value = HeaderValue::try_from(text).map_err(|_| IdentityError::ControlCharacter {
+        header: name.as_str().to_string(),
+    })?;
     value.set_sensitive(true);
     headers.insert(name.clone(), value);
     Ok(())
 }
 
-fn encode(text: &str, header: &HeaderName) -> Result<HeaderValue, IdentityError> {
+/// Percent-encodes `text` into visible ASCII; a space at either end becomes `%20`.
+fn encode(text: &str, header: &HeaderName) -> Result<String, IdentityError> {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let unsafe_value = || IdentityError::ControlCharacter {
         header: header.as_str().to_string(),
@@ -399,8 +412,7 @@ fn encode(text: &str, header: &HeaderName) -> Result<HeaderValue, IdentityError>
             }
         }
     }
-    // Cannot fail (every byte is now 0x20..=0x7E), but a failure must still refuse, not panic.
-    HeaderValue::try_from(out).map_err(|_| unsafe_value())
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -692,6 +704,37 @@ mod tests {
             "edge spaces survive"
         );
         assert_eq!(get(&map, "x-auth-email"), Some("%2520"));
+    }
+
+    #[test]
+    fn csv_elements_keep_their_edge_spaces() {
+        let rules = rules(MAPPED);
+        for (groups, expected) in [
+            (json!(["users", " admin"]), "users,%20admin"),
+            (json!(["admin ", "users"]), "admin%20,users"),
+            (json!([" a b ", "  ", " "]), "%20a b%20,%20%20,%20"),
+            (json!(["x", "", "y"]), "x,,y"),
+            (json!([" é "]), "%20%C3%A9%20"),
+            (json!(["a\u{a0}"]), "a%C2%A0"),
+        ] {
+            let mut map = HeaderMap::new();
+            rules
+                .inject(&mut map, &token(json!({"groups": groups})))
+                .unwrap();
+            assert_eq!(get(&map, "x-auth-groups"), Some(expected), "{groups}");
+            // A trimming list parser reads exactly the elements, once each is decoded.
+            let read: Vec<String> = expected
+                .split(',')
+                .map(|e| crate::auth::credential::percent_decode(e.trim()))
+                .collect();
+            assert_eq!(Value::from(read), groups);
+        }
+        // The JSON form keeps spaces inside its quotes.
+        let mut map = HeaderMap::new();
+        rules
+            .inject(&mut map, &token(json!({"roles": ["users", " admin"]})))
+            .unwrap();
+        assert_eq!(get(&map, "x-auth-roles"), Some(r#"["users"," admin"]"#));
     }
 
     #[test]

@@ -278,6 +278,15 @@ impl Verifier {
         self.max_token_bytes
     }
 
+    /// Whether this exact token string has an entry in the verified-token cache. Entries are
+    /// keyed by the string, and two strings may carry one token (an ECDSA signature `(r, s)`
+    /// also verifies as `(r, n - s)`), so nothing may rely on one entry per token: revocation
+    /// matches claims and keys, never strings.
+    pub fn is_cached(&self, token: &str) -> bool {
+        self.cache
+            .contains_key(&crate::auth::keys::sha256(&[token.as_bytes()]))
+    }
+
     /// Verifies `token` for a route accepting `accepted` providers.
     pub async fn verify(
         &self,
@@ -407,24 +416,31 @@ pub fn normalize_typ(typ: &str) -> String {
     }
 }
 
+/// `exp`, `nbf` and `iat` must be smaller than this in magnitude, written as integers or floats
+/// alike (10^15 s is some 31 million years). It is below 2^53, so every whole second under it is
+/// exact as a float and the two forms of one date are the same number; a date beyond it is no
+/// real date, and refusing it keeps the time arithmetic far from overflow.
+const MAX_NUMERIC_DATE: i64 = 1_000_000_000_000_000;
+
 fn numeric_date(
     claims: &Map<String, Value>,
     name: &'static str,
 ) -> Result<Option<i64>, TokenError> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => {
-            if let Some(i) = n.as_i64() {
-                Ok(Some(i))
-            } else {
-                match n.as_f64() {
-                    Some(f) if f.is_finite() && f.abs() < 1e15 => Ok(Some(f.floor() as i64)),
-                    _ => Err(TokenError::InvalidClaimType(name)),
-                }
-            }
-        }
-        Some(_) => Err(TokenError::InvalidClaimType(name)),
-    }
+    let Some(value) = claims.get(name) else {
+        return Ok(None);
+    };
+    let Value::Number(n) = value else {
+        return Err(TokenError::InvalidClaimType(name));
+    };
+    // Integers beyond i64 (serde_json reads them as u64 or f64) take the float path and fail.
+    let date = match n.as_i64() {
+        Some(i) => (i.unsigned_abs() < MAX_NUMERIC_DATE.unsigned_abs()).then_some(i),
+        None => n
+            .as_f64()
+            .filter(|f| f.is_finite() && f.abs() < MAX_NUMERIC_DATE as f64)
+            .map(|f| f.floor() as i64),
+    };
+    date.map(Some).ok_or(TokenError::InvalidClaimType(name))
 }
 
 fn optional_string(
@@ -597,5 +613,58 @@ impl<'de> Visitor<'de> for StrictVisitor {
             map.insert(key, value);
         }
         Ok(Value::Object(map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn numeric_dates_share_one_bound_as_integers_and_floats() {
+        let bound = MAX_NUMERIC_DATE;
+        for name in ["exp", "nbf", "iat"] {
+            let date = |value: Value| {
+                let Value::Object(claims) = json!({ name: value }) else {
+                    unreachable!()
+                };
+                numeric_date(&claims, name)
+            };
+            let refused = Err(TokenError::InvalidClaimType(name));
+            // Below the bound, in either form and sign.
+            assert_eq!(date(json!(bound - 1)), Ok(Some(bound - 1)), "{name}");
+            assert_eq!(date(json!(1 - bound)), Ok(Some(1 - bound)), "{name}");
+            assert_eq!(date(json!(999_999_999_999_999.5)), Ok(Some(bound - 1)));
+            assert_eq!(date(json!(1_700_000_000.9)), Ok(Some(1_700_000_000)));
+            assert_eq!(date(json!(0)), Ok(Some(0)));
+            // At, just above and far above the bound: integers as floats are.
+            for value in [
+                json!(bound),
+                json!(bound + 1),
+                json!(-bound),
+                json!(10_000_000_000_000_000_i64),
+                json!(i64::MAX),
+                json!(i64::MIN),
+                json!(u64::MAX),
+                json!(1e15),
+                json!(1_000_000_000_000_000.5),
+                json!(-1e15),
+                json!(1e16),
+                json!(1e300),
+            ] {
+                assert_eq!(date(value.clone()), refused, "{name} = {value}");
+            }
+            assert_eq!(date(json!("1")), refused, "{name}");
+            assert_eq!(date(Value::Null), refused, "{name}");
+        }
+        // Integers beyond u64 arrive as floats.
+        let claims: Map<String, Value> =
+            serde_json::from_str(r#"{"exp": 100000000000000000000000}"#).unwrap_or_default();
+        assert_eq!(
+            numeric_date(&claims, "exp"),
+            Err(TokenError::InvalidClaimType("exp"))
+        );
     }
 }

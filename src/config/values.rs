@@ -431,6 +431,22 @@ mod tests {
     }
 
     #[test]
+    fn path_prefixes_are_in_normal_form() {
+        let prefix = |raw: &str| {
+            toml::from_str::<std::collections::HashMap<String, PathPrefix>>(&format!("p = {raw:?}"))
+                .map(|mut m| m.remove("p").map(|p| p.0))
+                .map_err(|e| e.message().to_string())
+        };
+        assert_eq!(prefix("/api/"), Ok(Some("/api".into())));
+        assert_eq!(prefix("/caf%C3%A9"), Ok(Some("/caf%C3%A9".into())));
+        // Non-ASCII, written raw or in lower-case hex, is refused with the form that matches.
+        for raw in ["/caf\u{e9}", "/caf%c3%a9"] {
+            let err = prefix(raw).expect_err("not in normal form");
+            assert!(err.contains("write \"/caf%C3%A9\""), "{raw}: {err}");
+        }
+    }
+
+    #[test]
     fn env_expansion() {
         std::env::set_var("AUTHGATE_TEST_ENV_X", "secret");
         assert_eq!(

@@ -3,7 +3,7 @@
 //! The gateway routes on exactly the path it forwards. Percent-encoded unreserved characters are
 //! decoded, remaining escapes are upper-cased, dot segments are removed and repeated slashes are
 //! merged, so `/api/../admin`, `/%61dmin` and `//admin` all become `/admin` before any route sees
-//! them. What cannot be normalised without changing meaning (`%2F`, `%5C`, `%00`, `;` parameters)
+//! them. Raw non-ASCII bytes are percent-encoded, so `/café` and `/caf%c3%a9` are `/caf%C3%A9`. What cannot be normalised without changing meaning (`%2F`, `%5C`, `%00`, `;` parameters)
 //! is flagged so the matched route can refuse it. This step never decodes a reserved character.
 
 /// Why a path cannot be normalised at all.
@@ -54,6 +54,14 @@ fn hex_value(byte: u8) -> Option<u8> {
     }
 }
 
+/// Appends `%XX` for `byte`, upper-case hex.
+fn push_escape(out: &mut String, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(HEX[usize::from(byte >> 4)]));
+    out.push(char::from(HEX[usize::from(byte & 0x0F)]));
+}
+
 /// Normalises the path part of a request target (no query string).
 pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
     if !raw.starts_with('/') {
@@ -88,9 +96,7 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
                     0 => flags.has_encoded_nul = true,
                     _ => {}
                 }
-                decoded.push('%');
-                decoded.push(char::from(b"0123456789ABCDEF"[usize::from(hi)]));
-                decoded.push(char::from(b"0123456789ABCDEF"[usize::from(lo)]));
+                push_escape(&mut decoded, value);
             }
             i += 3;
             continue;
@@ -104,8 +110,14 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
             b'\\' => flags.has_encoded_backslash = true,
             _ => {}
         }
-        // Non-ASCII bytes cannot appear here: the request target was parsed as a URI.
-        decoded.push(byte as char);
+        if byte.is_ascii() {
+            decoded.push(char::from(byte));
+        } else {
+            // hyper accepts raw non-ASCII bytes in the target (as many clients send them); each
+            // becomes an escape, so the path routed on and forwarded is the raw one, byte for
+            // byte, and equal to its percent-encoded spelling.
+            push_escape(&mut decoded, byte);
+        }
         i += 1;
     }
     flags.path = remove_dot_segments(&decoded);
@@ -167,6 +179,17 @@ mod tests {
         assert_eq!(norm("/a%7e"), "/a~");
         assert_eq!(norm("/a%3fb"), "/a%3Fb");
         assert_eq!(norm("/a..b/c"), "/a..b/c");
+    }
+
+    #[test]
+    fn non_ascii_bytes_are_escaped() {
+        assert_eq!(norm("/api/caf\u{e9}"), "/api/caf%C3%A9");
+        assert_eq!(norm("/api/caf%c3%a9"), "/api/caf%C3%A9");
+        assert_eq!(norm("/api/caf%C3%A9"), "/api/caf%C3%A9");
+        assert_eq!(norm("/\u{1F600}/x"), "/%F0%9F%98%80/x");
+        assert_eq!(norm("/a/\u{e9}/../b"), "/a/b");
+        // Escapes never read as dot segments or separators.
+        assert_eq!(norm("/\u{e9}./x"), "/%C3%A9./x");
     }
 
     #[test]
