@@ -1,72 +1,173 @@
-//! Assembly: build the snapshot, bind every listener, start the accept loops; on SIGTERM or
-//! SIGINT keep serving for `shutdown_delay`, then stop accepting and let in-flight requests
-//! finish until the drain deadline. Listeners are bound once and never re-bound.
+//! Assembly: metrics, the snapshot, every listener (and the admin listener), the reloader; on
+//! SIGTERM or SIGINT readiness turns 503 at once, the gateway keeps serving for
+//! `shutdown_delay`, then stops accepting and lets in-flight requests finish until the drain
+//! deadline. Listeners are bound once and never re-bound; SIGHUP reloads the config.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
-use crate::edge::listener::{self, AcceptLoop};
-use crate::edge::server::ConnectionServer;
+use crate::config::{Config, ServerSettings};
+use crate::edge::listener::{self, AcceptLoop, ListenerMetrics};
+use crate::edge::server::{ConnectionServer, RequestHandler};
+use crate::ops::admin::{Admin, Health};
+use crate::ops::metrics::Metrics;
+use crate::ops::reload::Reloader;
 use crate::state::{SharedState, Snapshot};
+
+/// The admin listener takes few connections: probes and scrapes, never client traffic.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// A running gateway: its bound addresses (in config order) and the means to stop it.
 pub struct Gateway {
     pub addrs: Vec<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
     pub state: Arc<SharedState>,
+    pub metrics: Arc<Metrics>,
+    pub reloader: Arc<Reloader>,
+    pub health: Arc<Health>,
     stop: watch::Sender<bool>,
-    accept_loops: Vec<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
     in_flight: Option<mpsc::Sender<()>>,
     drained: mpsc::Receiver<()>,
 }
 
+async fn bind(address: SocketAddr) -> Result<TcpListener, String> {
+    listener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address}: {e}"))
+}
+
+struct Shared {
+    stop: watch::Receiver<bool>,
+    in_flight: mpsc::Sender<()>,
+    settings: ServerSettings,
+}
+
+fn accept_loop<H: RequestHandler>(
+    tcp: TcpListener,
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+    server: Arc<ConnectionServer<H>>,
+    limit: Arc<Semaphore>,
+    metrics: Option<ListenerMetrics>,
+    shared: &Shared,
+) -> JoinHandle<()> {
+    tokio::spawn(
+        AcceptLoop {
+            listener: tcp,
+            tls,
+            metrics,
+            server,
+            limit,
+            stop: shared.stop.clone(),
+            in_flight: shared.in_flight.clone(),
+            handshake_timeout: shared.settings.tls_handshake_timeout,
+        }
+        .run(),
+    )
+}
+
 impl Gateway {
     pub async fn start(config: &Config) -> Result<Gateway, String> {
-        let snapshot = Snapshot::build(config)?;
+        let metrics = Metrics::register(&prometheus::Registry::new())
+            .map_err(|e| format!("cannot register metrics: {e}"))?;
+        let snapshot = Snapshot::build(config, &metrics, None)?;
+        metrics.config_loaded(config.source.sha256.get(..16).unwrap_or_default());
         let state = Arc::new(SharedState::new(snapshot));
-        let server = Arc::new(ConnectionServer::new(&config.server, state.clone()));
-        let limit = Arc::new(Semaphore::new(config.server.max_connections));
+        let health = Arc::new(Health::default());
         let (stop, stop_rx) = watch::channel(false);
         let (in_flight, drained) = mpsc::channel(1);
-        let mut addrs = Vec::new();
+        let shared = Shared {
+            stop: stop_rx,
+            in_flight: in_flight.clone(),
+            settings: config.server.clone(),
+        };
+
+        // Bind everything before serving anything, so a bad address fails startup whole.
         let mut bound = Vec::new();
+        let mut addrs = Vec::new();
         for settings in &config.listeners {
-            let tcp = listener::bind(settings.address)
-                .await
-                .map_err(|e| format!("cannot listen on {}: {e}", settings.address))?;
+            let tcp = bind(settings.address).await?;
             addrs.push(
                 tcp.local_addr()
                     .map_err(|e| format!("listener {}: {e}", settings.address))?,
             );
-            bound.push((tcp, settings.tls.clone()));
+            bound.push(tcp);
         }
-        let accept_loops = bound
+        let admin_tcp = match config.admin {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
+        let admin_addr = admin_tcp
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
+            .map_err(|e| format!("admin listener: {e}"))?;
+
+        let tls_slots: Vec<Option<Arc<ArcSwap<rustls::ServerConfig>>>> = config
+            .listeners
+            .iter()
+            .map(|l| l.tls.clone().map(|tls| Arc::new(ArcSwap::new(tls))))
+            .collect();
+        let server = Arc::new(ConnectionServer::new(&config.server, state.clone()));
+        let limit = Arc::new(Semaphore::new(config.server.max_connections));
+        let listener_metrics = ListenerMetrics {
+            connections_open: metrics.connections_open.clone(),
+            handshake_errors: metrics.tls_handshake_failures.with_label_values(&["error"]),
+            handshake_timeouts: metrics
+                .tls_handshake_failures
+                .with_label_values(&["timeout"]),
+        };
+        let mut tasks: Vec<JoinHandle<()>> = bound
             .into_iter()
+            .zip(&tls_slots)
             .map(|(tcp, tls)| {
-                let accept = AcceptLoop {
-                    listener: tcp,
-                    tls: tls.map(tokio_rustls::TlsAcceptor::from),
-                    server: server.clone(),
-                    limit: limit.clone(),
-                    stop: stop_rx.clone(),
-                    in_flight: in_flight.clone(),
-                    handshake_timeout: config.server.tls_handshake_timeout,
-                };
-                tokio::spawn(accept.run())
+                accept_loop(
+                    tcp,
+                    tls.clone(),
+                    server.clone(),
+                    limit.clone(),
+                    Some(listener_metrics.clone()),
+                    &shared,
+                )
             })
             .collect();
+        if let Some(tcp) = admin_tcp {
+            let admin = Admin {
+                state: state.clone(),
+                metrics: metrics.clone(),
+                health: health.clone(),
+            };
+            let server = Arc::new(ConnectionServer::new(&config.server, admin));
+            let limit = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
+            tasks.push(accept_loop(tcp, None, server, limit, None, &shared));
+        }
         for (addr, settings) in addrs.iter().zip(&config.listeners) {
             tracing::info!(address = %addr, tls = settings.tls.is_some(), "listening");
         }
+        if let Some(addr) = admin_addr {
+            tracing::info!(address = %addr, "admin listening (/healthz /readyz /metrics)");
+        }
+
+        let reloader = Reloader::new(config, state.clone(), metrics.clone(), tls_slots);
+        if config.reload.watch {
+            // Not in `tasks`: it holds only a weak reference and ends with the gateway.
+            reloader.spawn_watcher(config.reload.interval);
+        }
         Ok(Gateway {
             addrs,
+            admin_addr,
             state,
+            metrics,
+            reloader,
+            health,
             stop,
-            accept_loops,
+            tasks,
             in_flight: Some(in_flight),
             drained,
         })
@@ -75,8 +176,9 @@ impl Gateway {
     /// Stops accepting, closes idle connections, and waits up to `drain_timeout` for requests in
     /// flight. Returns whether every connection finished in time.
     pub async fn shutdown(mut self, drain_timeout: Duration) -> bool {
+        self.health.begin_shutdown();
         let _ = self.stop.send(true);
-        for task in self.accept_loops.drain(..) {
+        for task in self.tasks.drain(..) {
             let _ = task.await;
         }
         self.in_flight.take();
@@ -95,11 +197,13 @@ impl Gateway {
     }
 }
 
-/// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+/// Runs until SIGTERM or SIGINT, then shuts down gracefully; SIGHUP reloads the config.
 pub async fn run(config: Config) -> Result<(), String> {
     let gateway = Gateway::start(&config).await?;
+    let _sighup = gateway.reloader.spawn_on_sighup()?;
     wait_for_signal().await?;
-    tracing::info!(delay = ?config.server.shutdown_delay, "shutdown signal received; still serving during the shutdown delay");
+    gateway.health.begin_shutdown();
+    tracing::info!(delay = ?config.server.shutdown_delay, "shutdown signal received; readiness is now 503, still serving during the shutdown delay");
     tokio::select! {
         _ = tokio::time::sleep(config.server.shutdown_delay) => {}
         _ = wait_for_signal() => tracing::info!("second signal: skipping the rest of the shutdown delay"),

@@ -147,6 +147,32 @@ impl GatewayError {
     }
 
     /// Whether the fault is ours or the upstream's (logged at warn) rather than the client's.
+    /// The upstream exchange failed (counted per route and kind).
+    pub fn is_upstream(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::UpstreamUnreachable { .. }
+                | GatewayError::UpstreamFailed { .. }
+                | GatewayError::UpstreamConnectTimeout
+                | GatewayError::UpstreamTimeout
+                | GatewayError::RequestBodyTimeout
+        )
+    }
+
+    /// Authentication or authorization refused the request (counted as an auth decision).
+    pub fn is_auth_refusal(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::MissingCredential
+                | GatewayError::InvalidRequest { .. }
+                | GatewayError::InvalidToken { .. }
+                | GatewayError::Forbidden { .. }
+                | GatewayError::KeysUnavailable
+                | GatewayError::LoginRedirect { .. }
+                | GatewayError::CsrfOrigin
+        )
+    }
+
     pub fn is_server_side(&self) -> bool {
         self.status().is_server_error()
     }

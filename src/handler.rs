@@ -6,10 +6,11 @@
 //! No step answers the client itself.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use crate::auth::credential::{self, Credential, Source};
 use crate::auth::jwt::{now_unix, VerifiedToken, VerifyError};
@@ -18,6 +19,8 @@ use crate::edge::body::Body;
 use crate::edge::headers;
 use crate::edge::server::{PeerInfo, RequestHandler};
 use crate::error::{ErrorFlavor, GatewayError};
+use crate::ops::metrics::NO_PROVIDER;
+use crate::ops::request_id;
 use crate::proxy::forward::{self, Outbound};
 use crate::proxy::host::RequestHost;
 use crate::proxy::path;
@@ -25,11 +28,18 @@ use crate::proxy::route::RouteMiss;
 use crate::proxy::upgrade;
 use crate::state::{SharedState, Snapshot};
 
-/// What the access log says about a request besides its status.
+/// What the access log and the metrics need from the pipeline besides the outcome.
 #[derive(Default)]
 struct Trace {
-    route: Option<Arc<str>>,
-    provider: Option<Arc<str>>,
+    route: Option<usize>,
+    /// Canonical `host[:port]`.
+    host: Option<String>,
+    /// The normalised path that was routed on (never the query string).
+    path: Option<String>,
+    provider: Option<usize>,
+    /// Set once the token passed the denylist and the route's policy.
+    authenticated: Option<Arc<VerifiedToken>>,
+    upstream: Option<Duration>,
 }
 
 impl RequestHandler for Arc<SharedState> {
@@ -52,43 +62,114 @@ pub async fn handle(
     let flavor = ErrorFlavor::of(req.version(), req.method(), req.headers());
     let method = req.method().clone();
     let version = req.version();
-    let logged_path = req.uri().path().to_string();
+    let trusted = snapshot.forward.is_trusted(peer.addr.ip());
+    let request_id = req
+        .headers()
+        .get(request_id::HEADER)
+        .filter(|_| trusted)
+        .and_then(request_id::accept)
+        .unwrap_or_else(request_id::generate);
     let client_ip = snapshot.forward.client_ip(req.headers(), peer.addr.ip());
+    let id = request_id.to_str().unwrap_or_default();
+    // Every log line about this request, in any step, carries its id. An error-level span is
+    // enabled whenever any logging is, so no level setting loses the correlation.
+    let span = tracing::error_span!("request", request_id = id);
     let mut trace = Trace::default();
-    let outcome = pipeline(&snapshot, req, peer, &mut trace).await;
-    let route = trace.route.as_deref().unwrap_or("-");
-    let provider = trace.provider.as_deref().unwrap_or("-");
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match outcome {
+    let outcome = pipeline(&snapshot, req, peer, &request_id, &mut trace)
+        .instrument(span)
+        .await;
+    let elapsed = started.elapsed();
+    let route_metrics = trace
+        .route
+        .and_then(|i| snapshot.route_metrics.get(i))
+        .unwrap_or(&snapshot.unrouted);
+    let provider_metrics = trace
+        .provider
+        .and_then(|i| snapshot.provider_metrics.get(i));
+    if let Some(upstream) = trace.upstream {
+        route_metrics.upstream_answered(upstream.as_secs_f64());
+    }
+    let (mut response, status, reason, detail) = match outcome {
         Ok(response) => {
-            tracing::info!(target: "authgate::access", %method, path = %logged_path, ?version, route, provider, %client_ip,
-                status = response.status().as_u16(), elapsed_ms, "request");
-            response
+            let status = response.status();
+            (response, status, "ok", None)
         }
         Err(error) => {
-            let status = error.status().as_u16();
+            let status = error.status();
             let reason = error.reason();
-            let detail = error.detail().unwrap_or("");
-            if error.is_server_side() {
-                tracing::warn!(target: "authgate::access", %method, path = %logged_path, ?version, route, provider, %client_ip,
-                    status, reason, detail, elapsed_ms, "request failed");
-            } else {
-                tracing::info!(target: "authgate::access", %method, path = %logged_path, ?version, route, provider, %client_ip,
-                    status, reason, detail, elapsed_ms, "request refused");
+            if error.is_upstream() {
+                route_metrics.upstream_failed(reason);
             }
-            error.into_response(flavor, &snapshot.realm)
+            if error.is_auth_refusal() {
+                match provider_metrics {
+                    Some(provider) => provider.denied(reason),
+                    None => snapshot.metrics.auth_refused(NO_PROVIDER, reason),
+                }
+            }
+            let detail = error.detail().map(str::to_string);
+            if error.is_server_side() {
+                tracing::warn!(target: "authgate::access", request_id = id, reason, detail, "request failed");
+            }
+            (
+                error.into_response(flavor, &snapshot.realm),
+                status,
+                reason,
+                detail,
+            )
         }
+    };
+    if let (Some(_), Some(provider)) = (&trace.authenticated, provider_metrics) {
+        provider.allowed();
     }
+    route_metrics.observe(&method, status, elapsed.as_secs_f64());
+    response
+        .headers_mut()
+        .insert(request_id::HEADER, request_id.clone());
+    let route = route_metrics.name();
+    let provider = trace
+        .provider
+        .and_then(|i| snapshot.verifier.providers().get(i))
+        .map_or("-", |p| &*p.name);
+    let subject = trace
+        .authenticated
+        .as_ref()
+        .and_then(|t| t.subject.as_deref())
+        .unwrap_or("-");
+    let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    let upstream_us = trace
+        .upstream
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    tracing::info!(
+        target: "authgate::access",
+        request_id = id,
+        route,
+        %method,
+        host = trace.host.as_deref().unwrap_or("-"),
+        path = trace.path.as_deref().unwrap_or("-"),
+        ?version,
+        status = status.as_u16(),
+        reason,
+        detail = detail.as_deref().unwrap_or(""),
+        duration_us,
+        upstream_us,
+        provider,
+        subject,
+        %client_ip,
+        "request"
+    );
+    response
 }
 
 async fn pipeline(
     snapshot: &Snapshot,
     mut req: Request<Incoming>,
     peer: PeerInfo,
+    request_id: &HeaderValue,
     trace: &mut Trace,
 ) -> Result<Response<Body>, GatewayError> {
     let host =
         RequestHost::of(&req).map_err(|e| GatewayError::BadRequest { reason: e.reason() })?;
+    trace.host = host.as_ref().map(|h| h.authority.clone());
     // Read before hop-by-hop removal; forward re-requests the upgrade from the upstream.
     let upgrade = upgrade::websocket_upgrade(&req);
     if req.method() == http::Method::CONNECT && upgrade.is_none() {
@@ -104,6 +185,7 @@ async fn pipeline(
     };
     let normalized = path::normalize(req.uri().path())
         .map_err(|e| GatewayError::BadRequest { reason: e.reason() })?;
+    trace.path = Some(normalized.path.clone());
     let (index, route) = snapshot
         .routes
         .find(
@@ -115,7 +197,7 @@ async fn pipeline(
             RouteMiss::NotFound => GatewayError::NoRoute,
             RouteMiss::MethodNotAllowed(allow) => GatewayError::MethodNotAllowed { allow },
         })?;
-    trace.route = Some(route.name.clone());
+    trace.route = Some(index);
     let rules = route.path_rules;
     for (present, allowed, reason) in [
         (
@@ -145,6 +227,9 @@ async fn pipeline(
     }
     if !route.allow_underscore_headers {
         let dropped = headers::drop_underscored(req.headers_mut());
+        snapshot
+            .metrics
+            .headers_removed("underscore", dropped.len());
         if !dropped.is_empty() {
             let names: Vec<&str> = dropped.iter().take(8).map(|n| n.as_str()).collect();
             tracing::debug!(headers = %names.join(","), count = dropped.len(),
@@ -153,7 +238,14 @@ async fn pipeline(
     }
     // Hop-by-hop first, so `Connection: x-auth-subject` cannot remove an injected header.
     headers::strip_hop_by_hop(req.headers_mut());
-    snapshot.identity.strip(req.headers_mut());
+    let spoofed = snapshot.identity.strip(req.headers_mut());
+    snapshot.metrics.headers_removed("identity", spoofed);
+    // The one id the logs carry goes upstream, whatever the client sent in any spelling.
+    headers::remove_where(req.headers_mut(), |name| {
+        headers::is_one_of(name, &[request_id::HEADER])
+    });
+    req.headers_mut()
+        .insert(request_id::HEADER, request_id.clone());
     let auth = &route.auth;
     // Browsers never attach credentials to a CORS preflight, so a route may let it through.
     let preflight = auth.pass_cors_preflight
@@ -202,6 +294,7 @@ async fn pipeline(
                 reason: denied.reason,
                 scopes: denied.required_scopes,
             })?;
+        trace.authenticated = Some(token.clone());
         snapshot
             .identity
             .inject(req.headers_mut(), token)
@@ -238,7 +331,12 @@ async fn pipeline(
         upgrade_idle_timeout: snapshot.upgrade_idle_timeout,
         identity: &snapshot.identity,
     };
-    forward::send(outbound, req).await
+    let sent = Instant::now();
+    let response = forward::send(outbound, req).await;
+    if response.is_ok() {
+        trace.upstream = Some(sent.elapsed());
+    }
+    response
 }
 
 /// The CSRF rule for cookie credentials: `Origin` (else `Referer`) must be an allowed origin,
@@ -323,9 +421,10 @@ async fn authenticate(
                 claim: error.claim(),
             },
         })?;
-    trace.provider = Some(token.provider.clone());
+    trace.provider = snapshot.verifier.provider_index(&token.provider);
     if let Some(denylist) = &snapshot.denylist {
         if let Some(revocation) = denylist.current().check(&token, now_unix()) {
+            snapshot.metrics.denylist_hit(revocation.kind());
             return Err(GatewayError::InvalidToken {
                 reason: revocation.reason(),
                 description: "The access token has been revoked",

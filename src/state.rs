@@ -15,6 +15,7 @@ use crate::auth::jwt::{Provider, ProviderKeys, Verifier};
 use crate::auth::keys::{KeySet, VerifyKey};
 use crate::config::build_auth::ProviderKeySettings;
 use crate::config::Config;
+use crate::ops::metrics::{Metrics, ProviderMetrics, RouteMetrics, NO_ROUTE};
 use crate::proxy::forward::{ClientKey, ForwardSettings, UpstreamClient};
 use crate::proxy::route::RouteTable;
 
@@ -30,21 +31,29 @@ pub struct Snapshot {
     pub denylist: Option<Arc<DenylistWatch>>,
     pub realm: Arc<str>,
     pub upgrade_idle_timeout: std::time::Duration,
-    background: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Snapshot {
-    fn drop(&mut self) {
-        for task in &self.background {
-            task.abort();
-        }
-    }
+    pub metrics: Arc<Metrics>,
+    /// Indexed like the routes.
+    pub route_metrics: Vec<RouteMetrics>,
+    /// For requests that matched no route.
+    pub unrouted: RouteMetrics,
+    /// Indexed like the verifier's providers.
+    pub provider_metrics: Vec<ProviderMetrics>,
 }
 
 impl Snapshot {
     /// Builds a snapshot; must run inside the tokio runtime (it starts JWKS refreshers and the
-    /// denylist watcher).
-    pub fn build(config: &Config) -> Result<Self, String> {
+    /// denylist watcher, which end by themselves once the snapshot and its successors that
+    /// share them are gone).
+    ///
+    /// `previous` is the snapshot a reload replaces. A provider whose settings are unchanged
+    /// (same fingerprint) keeps its key cache, and with it its fetched keys and refresher; the
+    /// verified-token cache and an unchanged denylist watch carry over too, so a reload does not
+    /// refetch every JWKS or re-verify every token.
+    pub fn build(
+        config: &Config,
+        metrics: &Arc<Metrics>,
+        previous: Option<&Snapshot>,
+    ) -> Result<Self, String> {
         let routes = RouteTable::new(config.routes.clone()).map_err(|conflicts| {
             conflicts
                 .into_iter()
@@ -68,9 +77,19 @@ impl Snapshot {
             clients.push(client);
         }
 
-        let mut background = Vec::new();
         let mut providers = Vec::with_capacity(config.providers.len());
         for settings in &config.providers {
+            let unchanged = previous.and_then(|previous| {
+                previous
+                    .verifier
+                    .providers()
+                    .iter()
+                    .find(|p| p.name == settings.name && p.fingerprint == settings.fingerprint)
+            });
+            if let Some(provider) = unchanged {
+                providers.push(provider.clone());
+                continue;
+            }
             let keys = match &settings.keys {
                 ProviderKeySettings::Secret(secret) => {
                     ProviderKeys::Secret(Arc::new(KeySet::single(VerifyKey::from_secret(secret))))
@@ -81,9 +100,10 @@ impl Snapshot {
                         jwks.source.clone(),
                         jwks.settings.clone(),
                         jwks.ca_bundle.as_deref(),
+                        metrics.jwks(&settings.name),
                     )
                     .map_err(|e| format!("provider {:?}: {e}", settings.name))?;
-                    background.push(cache.spawn_refresher());
+                    cache.spawn_refresher();
                     ProviderKeys::Jwks(cache)
                 }
             };
@@ -104,6 +124,9 @@ impl Snapshot {
             providers,
             config.auth.max_token_bytes,
             config.auth.token_cache_entries,
+            previous.map(|p| &p.verifier),
+            metrics.token_cache_hits.clone(),
+            metrics.token_cache_misses.clone(),
         );
         let accepted = routes
             .routes()
@@ -118,11 +141,28 @@ impl Snapshot {
             .collect();
 
         let denylist = config.auth.denylist.as_ref().map(|settings| {
+            let unchanged = previous
+                .and_then(|p| p.denylist.as_ref())
+                .filter(|watch| watch.watches(&settings.path, settings.reload_interval));
+            if let Some(watch) = unchanged {
+                return watch.clone();
+            }
             let initial: Denylist = (*settings.initial).clone();
-            let watch = DenylistWatch::new(settings.path.clone(), initial);
-            background.push(watch.spawn_watcher(settings.reload_interval));
+            let watch =
+                DenylistWatch::new(settings.path.clone(), settings.reload_interval, initial);
+            watch.spawn_watcher();
             watch
         });
+        let route_metrics = routes
+            .routes()
+            .iter()
+            .map(|route| metrics.route(&route.name))
+            .collect();
+        let provider_metrics = verifier
+            .providers()
+            .iter()
+            .map(|p| metrics.provider(&p.name))
+            .collect();
 
         Ok(Snapshot {
             routes,
@@ -137,7 +177,10 @@ impl Snapshot {
             denylist,
             realm: config.auth.realm.clone(),
             upgrade_idle_timeout: config.server.upgrade_idle_timeout,
-            background,
+            metrics: metrics.clone(),
+            route_metrics,
+            unrouted: metrics.route(NO_ROUTE),
+            provider_metrics,
         })
     }
 

@@ -20,6 +20,17 @@ pub enum Revocation {
 }
 
 impl Revocation {
+    /// The entry kind that matched, for metrics: `token`, `subject`, `subject_issued_before`,
+    /// `key`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Revocation::Token => "token",
+            Revocation::Subject => "subject",
+            Revocation::SubjectIssuedBefore => "subject_issued_before",
+            Revocation::Key => "key",
+        }
+    }
+
     pub fn reason(&self) -> &'static str {
         match self {
             Revocation::Token => "revoked_token",
@@ -78,6 +89,22 @@ impl Denylist {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Entries by kind (`token`, `subject`, `key`), for metrics.
+    pub fn counts(&self) -> [(&'static str, usize); 3] {
+        let count = |map: &Scoped<Expires>| map.values().map(HashMap::len).sum();
+        let subjects = self
+            .subjects
+            .values()
+            .flat_map(HashMap::values)
+            .map(Vec::len)
+            .sum();
+        [
+            ("token", count(&self.tokens)),
+            ("subject", subjects),
+            ("key", count(&self.keys)),
+        ]
     }
 
     /// One token, by issuer and `jti`. `expires: None` never expires.

@@ -277,6 +277,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
 #[derive(Debug)]
 pub struct DenylistWatch {
     path: PathBuf,
+    interval: Duration,
     list: ArcSwap<Denylist>,
     /// What the file looked like at the last load attempt, good or bad, so a bad file is
     /// reported once rather than on every poll.
@@ -290,14 +291,20 @@ pub struct DenylistWatch {
 impl DenylistWatch {
     /// `initial` should have just been loaded from `path`: the file's current metadata is taken
     /// as what `initial` reflects.
-    pub fn new(path: PathBuf, initial: Denylist) -> Arc<Self> {
+    pub fn new(path: PathBuf, interval: Duration, initial: Denylist) -> Arc<Self> {
         let seen = Mutex::new(stamp(&path));
         Arc::new(Self {
             path,
+            interval,
             list: ArcSwap::from_pointee(initial),
             seen,
             settling: Mutex::new(None),
         })
+    }
+
+    /// Whether this watch reads `path` every `interval`, so a reload can keep it.
+    pub fn watches(&self, path: &Path, interval: Duration) -> bool {
+        self.path == path && self.interval == interval
     }
 
     /// The list in force; a lock-free load, cheap enough for every request.
@@ -351,10 +358,10 @@ impl DenylistWatch {
     /// Polls the file's metadata every `interval`, re-stating by path so atomic renames are seen,
     /// and swaps in the new list when it loads. The task holds only a `Weak`, so it ends by itself
     /// once every other owner of the watch has dropped it.
-    pub fn spawn_watcher(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_watcher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak: Weak<Self> = Arc::downgrade(self);
         // tokio::time::interval panics on zero.
-        let interval = interval.max(Duration::from_millis(1));
+        let interval = self.interval.max(Duration::from_millis(1));
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -742,7 +749,11 @@ mod tests {
         let dir = temp_dir("reload");
         let path = dir.join("deny.toml");
         replace(&path, ONE);
-        let watch = DenylistWatch::new(path.clone(), load(&path).expect("load"));
+        let watch = DenylistWatch::new(
+            path.clone(),
+            Duration::from_secs(1),
+            load(&path).expect("load"),
+        );
         assert_eq!(watch.current().len(), 1);
 
         replace(&path, "[[token]]\nissuer = \"x\"\njti = \"\"\n");
@@ -776,8 +787,12 @@ mod tests {
         let dir = temp_dir("watch");
         let path = dir.join("deny.toml");
         replace(&path, ONE);
-        let watch = DenylistWatch::new(path.clone(), load(&path).expect("load"));
-        let handle = watch.spawn_watcher(Duration::from_millis(50));
+        let watch = DenylistWatch::new(
+            path.clone(),
+            Duration::from_millis(50),
+            load(&path).expect("load"),
+        );
+        let handle = watch.spawn_watcher();
 
         replace(&path, TWO);
         assert!(wait_for_len(&watch, 2).await, "new file not picked up");
@@ -806,7 +821,7 @@ mod tests {
         let path = dir.join("deny.toml");
         let one = format!("[[token]]\nissuer = \"{ISS}\"\njti = \"a\"\n");
         std::fs::write(&path, &one).unwrap();
-        let watch = DenylistWatch::new(path.clone(), load(&path).unwrap());
+        let watch = DenylistWatch::new(path.clone(), Duration::from_secs(1), load(&path).unwrap());
         // An editor truncated the file; the poll sees it but waits for it to settle.
         std::fs::write(&path, "").unwrap();
         assert!(watch.poll().is_none());

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::auth::keys::{KeySet, Selection, VerifyKey};
 use crate::edge::body::{empty, Body};
+use crate::ops::metrics::{unix_now, JwksMetrics};
 /// Where a provider's JWKS comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum JwksSource {
@@ -107,6 +108,7 @@ pub struct JwksCache {
     keys: ArcSwapOption<Fetched>,
     state: Mutex<RefreshState>,
     unknown_kids: moka::sync::Cache<String, ()>,
+    metrics: JwksMetrics,
 }
 
 /// What a key lookup can fail with.
@@ -125,6 +127,7 @@ impl JwksCache {
         source: JwksSource,
         settings: JwksSettings,
         ca_bundle: Option<&std::path::Path>,
+        metrics: JwksMetrics,
     ) -> Result<Arc<Self>, String> {
         let tls = crate::edge::tls::client_config(ca_bundle)?;
         let mut http = HttpConnector::new();
@@ -156,6 +159,7 @@ impl JwksCache {
                 next_refresh_after: Duration::ZERO,
             }),
             unknown_kids,
+            metrics,
         }))
     }
 
@@ -164,6 +168,14 @@ impl JwksCache {
         let fetched = self.keys.load();
         let fetched = fetched.as_ref()?;
         (fetched.at.elapsed() <= self.settings.max_staleness).then(|| fetched.set.clone())
+    }
+
+    /// How long ago the key set in hand was fetched; `None` before the first success.
+    pub fn age(&self) -> Option<Duration> {
+        self.keys
+            .load()
+            .as_ref()
+            .map(|fetched| fetched.at.elapsed())
     }
 
     pub fn is_ready(&self) -> bool {
@@ -289,14 +301,21 @@ impl JwksCache {
                 });
                 drop(state);
                 self.unknown_kids.invalidate_all();
+                self.metrics.fetched.inc();
+                self.metrics
+                    .keys
+                    .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+                self.metrics.last_success.set(unix_now());
                 tracing::info!(provider = %self.provider, keys = set.len(), "JWKS loaded");
                 Ok(set)
             }
             Ok(Err(error)) => {
+                self.metrics.failed.inc();
                 tracing::warn!(provider = %self.provider, error = %error.0, "JWKS fetch failed; keeping the last good keys");
                 Err(error)
             }
             Err(_) => {
+                self.metrics.failed.inc();
                 tracing::warn!(provider = %self.provider, "JWKS fetch timed out; keeping the last good keys");
                 Err(FetchError("JWKS fetch timed out".into()))
             }

@@ -54,6 +54,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::Algorithm;
+use prometheus::IntCounter;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
@@ -236,7 +237,10 @@ pub struct Verifier {
     providers: Vec<Arc<Provider>>,
     by_issuer: HashMap<Arc<str>, usize>,
     cache: moka::sync::Cache<[u8; 32], CachedToken>,
+    cache_entries: u64,
     max_token_bytes: usize,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
 }
 
 /// Which providers a route accepts, by index into the verifier's providers.
@@ -249,20 +253,37 @@ pub fn now_unix() -> i64 {
 }
 
 impl Verifier {
-    pub fn new(providers: Vec<Arc<Provider>>, max_token_bytes: usize, cache_entries: u64) -> Self {
+    /// `previous` is the verifier a reload replaces: its token cache is kept when its size is
+    /// unchanged. That is safe because every hit is re-checked against the provider's current
+    /// fingerprint and key set, so an entry from a changed provider is never used.
+    pub fn new(
+        providers: Vec<Arc<Provider>>,
+        max_token_bytes: usize,
+        cache_entries: u64,
+        previous: Option<&Verifier>,
+        cache_hits: IntCounter,
+        cache_misses: IntCounter,
+    ) -> Self {
         let by_issuer = providers
             .iter()
             .enumerate()
             .map(|(i, p)| (p.issuer.clone(), i))
             .collect();
-        Verifier {
-            providers,
-            by_issuer,
-            cache: moka::sync::Cache::builder()
+        let cache = match previous {
+            Some(previous) if previous.cache_entries == cache_entries => previous.cache.clone(),
+            _ => moka::sync::Cache::builder()
                 .max_capacity(cache_entries)
                 .expire_after(CacheExpiry)
                 .build(),
+        };
+        Verifier {
+            providers,
+            by_issuer,
+            cache,
+            cache_entries,
             max_token_bytes,
+            cache_hits,
+            cache_misses,
         }
     }
 
@@ -308,11 +329,13 @@ impl Verifier {
                         return Err(TokenError::ProviderNotAccepted.into());
                     }
                     check_times(provider, &hit.token, now)?;
+                    self.cache_hits.inc();
                     return Ok(hit.token);
                 }
             }
             self.cache.invalidate(&cache_key);
         }
+        self.cache_misses.inc();
         let (verified, provider_index, key) = self.verify_uncached(token, accepted, now).await?;
         let provider = &self.providers[provider_index];
         let leeway = i64::try_from(provider.leeway.as_secs()).unwrap_or(0);

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::build_auth::{build_auth, build_providers, route_auth, AuthSettings, ProviderSettings};
+use super::build_auth::{
+    build_auth, build_providers, route_auth, AuthSettings, ProviderKeySettings, ProviderSettings,
+};
 use super::checks::{ca_bundle_file, or_default, readable_file, timeout_or};
 use super::file::{self, FileConfig};
 use super::located::{ConfigError, Locator};
@@ -14,15 +16,57 @@ use crate::proxy::route::{PathRules, Route};
 
 #[derive(Clone)]
 pub struct Config {
+    /// Where the config came from, and its digest: what reload compares and metrics report.
+    pub source: ConfigSource,
     pub server: ServerSettings,
     pub upstream: UpstreamDefaults,
     pub listeners: Vec<ListenerSettings>,
     pub routes: Vec<Route>,
     pub auth: AuthSettings,
     pub providers: Vec<ProviderSettings>,
+    /// The admin listener's address, when configured.
+    pub admin: Option<SocketAddr>,
+    pub reload: ReloadSettings,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    /// Lower-case hex SHA-256 of the config text.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSettings {
+    /// Poll the config and every file it names for changes.
+    pub watch: bool,
+    pub interval: Duration,
+}
+
+impl Config {
+    /// Every file this config was built from: a change to any of them is a reason to reload.
+    /// The denylist file is not among them: it has its own watcher and never needs a rebuild.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.source.path.clone()];
+        for listener in &self.listeners {
+            files.extend(listener.tls_files.iter().cloned());
+        }
+        files.extend(self.upstream.ca_bundle.iter().cloned());
+        for route in &self.routes {
+            files.extend(route.ca_bundle.iter().cloned());
+        }
+        for provider in &self.providers {
+            if let ProviderKeySettings::Jwks(jwks) = &provider.keys {
+                files.extend(jwks.ca_bundle.iter().cloned());
+            }
+        }
+        files.sort();
+        files.dedup();
+        files
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     pub shutdown_delay: Duration,
     pub drain_timeout: Duration,
@@ -53,6 +97,8 @@ pub struct UpstreamDefaults {
 pub struct ListenerSettings {
     pub address: SocketAddr,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The certificate and key files `tls` was read from.
+    pub tls_files: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for ListenerSettings {
@@ -136,9 +182,11 @@ pub(super) fn build(
     for listener in &parsed.listeners {
         let span = listener.span();
         let listener = listener.get_ref();
+        let mut tls_files = Vec::new();
         let tls = listener.tls.as_ref().and_then(|tls| {
             let cert = readable_file(&tls.cert, base_dir, at, &mut errors)?;
             let key = readable_file(&tls.key, base_dir, at, &mut errors)?;
+            tls_files = vec![cert.clone(), key.clone()];
             match crate::edge::tls::server_config(&cert, &key) {
                 Ok(config) => Some(config),
                 Err(message) => {
@@ -159,6 +207,7 @@ pub(super) fn build(
         listeners.push(ListenerSettings {
             address: listener.address.0,
             tls,
+            tls_files,
         });
     }
     if listeners.is_empty() {
@@ -166,6 +215,27 @@ pub(super) fn build(
             "no [[listener]] is configured; add one with an address such as \"0.0.0.0:8080\"",
         ));
     }
+
+    let admin = parsed.admin.as_ref().map(|admin| {
+        let address = admin.get_ref().address.0;
+        if listeners
+            .iter()
+            .any(|l| l.address == address && address.port() != 0)
+        {
+            errors.push(at.error_at(
+                admin.span().start,
+                format!(
+                    "admin address {address} is also a [[listener]]: the admin endpoints are \
+                     never served on a public listener"
+                ),
+            ));
+        }
+        address
+    });
+    let reload = ReloadSettings {
+        watch: parsed.reload.watch.unwrap_or(true),
+        interval: timeout_or(parsed.reload.interval, file::DEFAULT_RELOAD_INTERVAL),
+    };
 
     let providers = build_providers(&parsed.providers, base_dir, at, &mut errors);
     let auth = build_auth(&parsed.auth, base_dir, at, &mut errors);
@@ -278,12 +348,15 @@ pub(super) fn build(
     if errors.is_empty() {
         errors.sort_by_key(|e| (e.line, e.column));
         Ok(Config {
+            source: ConfigSource::default(),
             server,
             upstream,
             listeners,
             routes,
             auth: auth.ok_or_else(Vec::new)?,
             providers,
+            admin,
+            reload,
         })
     } else {
         errors.sort_by_key(|e| (e.line, e.column));

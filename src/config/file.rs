@@ -46,8 +46,27 @@ pub struct FileConfig {
     pub auth: AuthSection,
     #[serde(default, rename = "provider")]
     pub providers: Vec<Spanned<ProviderSection>>,
+    pub admin: Option<Spanned<AdminSection>>,
+    #[serde(default)]
+    pub reload: ReloadSection,
 }
 
+/// The admin listener: `/healthz`, `/readyz` and `/metrics`, never served on a public listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub address: ListenAddr,
+}
+
+/// Hot reload: SIGHUP always; with `watch`, also when the config or a file it names changes.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadSection {
+    pub watch: Option<bool>,
+    pub interval: Option<Timeout>,
+}
+
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 pub const DEFAULT_REALM: &str = "authgate";
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const DEFAULT_TOKEN_CACHE_ENTRIES: u64 = 100_000;

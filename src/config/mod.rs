@@ -39,5 +39,13 @@ pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         }])
     })?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    build::build(parsed, &locator, &base_dir).map_err(ConfigErrors)
+    let mut config = build::build(parsed, &locator, &base_dir).map_err(ConfigErrors)?;
+    config.source = build::ConfigSource {
+        path: path.to_path_buf(),
+        sha256: crate::auth::keys::sha256(&[text.as_bytes()])
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    };
+    Ok(config)
 }

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use prometheus::{IntCounter, IntGauge};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -14,9 +16,19 @@ use tokio_rustls::TlsAcceptor;
 use crate::edge::server::{ConnectionServer, PeerInfo, RequestHandler};
 use crate::edge::tunnel::ConnectionGuard;
 
+/// What a listener counts, when it is counted (the admin listener is not).
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    pub connections_open: IntGauge,
+    pub handshake_errors: IntCounter,
+    pub handshake_timeouts: IntCounter,
+}
+
 pub struct AcceptLoop<H> {
     pub listener: TcpListener,
-    pub tls: Option<TlsAcceptor>,
+    /// Read at every handshake, so a reload's new certificate serves the next connection.
+    pub tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+    pub metrics: Option<ListenerMetrics>,
     pub server: Arc<ConnectionServer<H>>,
     pub limit: Arc<Semaphore>,
     pub stop: watch::Receiver<bool>,
@@ -58,8 +70,10 @@ impl<H: RequestHandler> AcceptLoop<H> {
             let stop = self.stop.clone();
             let in_flight = self.in_flight.clone();
             let handshake_timeout = self.handshake_timeout;
+            let metrics = self.metrics.clone();
             tokio::spawn(async move {
-                let guard = Arc::new(ConnectionGuard::new(permit, in_flight, stop.clone()));
+                let open = metrics.as_ref().map(|m| m.connections_open.clone());
+                let guard = Arc::new(ConnectionGuard::new(permit, in_flight, stop.clone(), open));
                 match tls {
                     None => {
                         let info = PeerInfo {
@@ -68,7 +82,8 @@ impl<H: RequestHandler> AcceptLoop<H> {
                         };
                         server.serve(stream, info, stop, guard).await;
                     }
-                    Some(acceptor) => {
+                    Some(config) => {
+                        let acceptor = TlsAcceptor::from(config.load_full());
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
                         {
                             Ok(Ok(tls_stream)) => {
@@ -79,9 +94,17 @@ impl<H: RequestHandler> AcceptLoop<H> {
                                 server.serve(tls_stream, info, stop, guard).await;
                             }
                             Ok(Err(error)) => {
+                                if let Some(m) = &metrics {
+                                    m.handshake_errors.inc();
+                                }
                                 tracing::debug!(%peer, %error, "TLS handshake failed")
                             }
-                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            Err(_) => {
+                                if let Some(m) = &metrics {
+                                    m.handshake_timeouts.inc();
+                                }
+                                tracing::debug!(%peer, "TLS handshake timed out")
+                            }
                         }
                     }
                 }

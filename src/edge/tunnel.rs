@@ -51,6 +51,16 @@ pub struct ConnectionGuard {
     _permit: tokio::sync::OwnedSemaphorePermit,
     _in_flight: tokio::sync::mpsc::Sender<()>,
     stop: tokio::sync::watch::Receiver<bool>,
+    /// Counts the connection (and its tunnel) as open while the guard lives.
+    open: Option<prometheus::IntGauge>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if let Some(open) = &self.open {
+            open.dec();
+        }
+    }
 }
 
 impl ConnectionGuard {
@@ -58,11 +68,16 @@ impl ConnectionGuard {
         permit: tokio::sync::OwnedSemaphorePermit,
         in_flight: tokio::sync::mpsc::Sender<()>,
         stop: tokio::sync::watch::Receiver<bool>,
+        open: Option<prometheus::IntGauge>,
     ) -> Self {
+        if let Some(open) = &open {
+            open.inc();
+        }
         ConnectionGuard {
             _permit: permit,
             _in_flight: in_flight,
             stop,
+            open,
         }
     }
 

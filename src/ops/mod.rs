@@ -1,4 +1,9 @@
-//! Operating the gateway: logging setup (and, with the operations issue, metrics, the admin
-//! listener and reload). Nothing here changes a request's outcome.
+//! Operating the gateway: metrics, logging, the admin listener (health, readiness, metrics) and
+//! hot reload. Nothing here changes a request's outcome; `metrics` and `telemetry` are leaves
+//! that every layer may use, `admin` and `reload` sit at the top beside `app`.
 
+pub mod admin;
+pub mod metrics;
+pub mod reload;
+pub mod request_id;
 pub mod telemetry;
