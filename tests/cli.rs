@@ -125,6 +125,102 @@ fn check_accepts_the_shipped_example_and_a_tls_config() {
     );
 }
 
+/// Messages a first-time user met and could not act on, each pinned to its exact line: location
+/// and whole message.
+#[test]
+fn check_messages_say_what_to_write() {
+    let dir = temp_dir("check-wording");
+    let file = dir.join("authgate.toml");
+    let file = file.display();
+    let provider = "[[provider]]\nname = \"corp\"\nissuer = \"https://idp.example\"\naudiences = [\"api\"]\nalgorithms = [\"RS256\"]\n";
+    let route = "[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://x\"\n";
+    // (config after the listener lines, every error line expected after "file:")
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        // A route naming a provider that is in the file but failed to build: only the
+        // provider's own error, no "no provider is named" and no "no provider can serve it".
+        (
+            format!("{provider}jwks_uri = \"https://idp.example/jwks\"\nsecret = \"x\"\n{route}providers = [\"corp\"]\n"),
+            vec!["3:1: provider \"corp\" needs exactly one of jwks_uri, discovery = true, or secret"],
+        ),
+        (
+            format!("{provider}{route}"),
+            vec!["3:1: provider \"corp\" needs exactly one of jwks_uri, discovery = true, or secret"],
+        ),
+        // A provider that is not in the file at all is still named.
+        (
+            format!("{provider}jwks_uri = \"https://idp.example/jwks\"\n{route}providers = [\"crop\"]\n"),
+            vec!["13:13: route \"r\": no provider is named \"crop\""],
+        ),
+        (
+            "[server]\nmax_connections = \"many\"\n".into(),
+            vec!["4:19: invalid type: string \"many\", expected a non-negative integer"],
+        ),
+        (
+            "[server]\nmax_connections = -1\n".into(),
+            vec!["4:19: invalid value: integer `-1`, expected a non-negative integer"],
+        ),
+        (
+            "[server]\nh2_max_concurrent_streams = 99999999999\n".into(),
+            vec!["4:29: invalid value: integer `99999999999`, expected a non-negative integer no larger than 4294967295"],
+        ),
+        (
+            "[upstream]\nmax_idle_per_host = 1.5\n".into(),
+            vec!["4:21: invalid type: floating point `1.5`, expected a non-negative integer"],
+        ),
+        (
+            "[server]\nidle_timeout = \"1m30s\"\n".into(),
+            vec!["4:16: duration \"1m30s\" combines units, which is not accepted; write a single unit, e.g. \"90s\" (expected a duration longer than zero such as \"500ms\" or \"30s\")"],
+        ),
+        (
+            format!("{route}path_prefx = \"/a\"\n"),
+            vec!["7:1: unknown field `path_prefx`, did you mean `path_prefix`?"],
+        ),
+        (
+            "[authn]\nrealm = \"x\"\n".into(),
+            vec!["3:2: unknown field `authn`, did you mean `auth`?"],
+        ),
+        (
+            format!("{route}bogus = 1\n"),
+            vec!["7:1: unknown field `bogus`; no key here is spelled like it (see config/README.md for the keys of this table)"],
+        ),
+        (
+            format!("{route}auth = \"Public\"\n"),
+            vec!["7:8: unknown variant `Public`, did you mean `public`?"],
+        ),
+    ];
+    for (body, expected) in &cases {
+        let text = format!("{VALID_HEAD}{body}");
+        let (ok, output) = check(&dir, &text);
+        assert!(!ok, "accepted:\n{text}");
+        let mut want: Vec<String> = expected.iter().map(|e| format!("{file}:{e}")).collect();
+        want.push(format!("{file}: {} error(s)", expected.len()));
+        let got: Vec<&str> = output.lines().collect();
+        assert_eq!(got, want, "for:\n{text}");
+    }
+
+    // A key from another pair: both files named, no rustls debug text.
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    make_cert(&a);
+    make_cert(&b);
+    let (ok, output) = check(
+        &dir,
+        "[[listener]]\naddress = \"127.0.0.1:0\"\ntls = { cert = \"a/cert.pem\", key = \"b/key.pem\" }\n",
+    );
+    assert!(!ok);
+    assert_eq!(
+        output.lines().next().unwrap_or_default(),
+        format!(
+            "{file}:3:16: the private key in {} does not match the certificate in {} (the first certificate in the file must be the key's own)",
+            b.join("key.pem").display(),
+            a.join("cert.pem").display()
+        ),
+        "{output}"
+    );
+    assert!(!output.contains("KeyMismatch"), "{output}");
+}
+
 /// Starts the binary on `config`, returning the child and the first listener's address.
 fn spawn_gateway(config: &Path) -> (std::process::Child, std::net::SocketAddr) {
     let (child, addr, _) = spawn_gateway_with(Command::new(BIN), config);

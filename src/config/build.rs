@@ -332,6 +332,7 @@ pub(super) fn build(
                 route,
                 route_span.start,
                 &providers,
+                &parsed.providers,
                 parsed.auth.session_cookie.as_ref(),
                 at,
                 &mut errors,

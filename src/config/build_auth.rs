@@ -372,6 +372,7 @@ pub(super) fn route_auth(
     route: &file::RouteSection,
     offset: usize,
     providers: &[ProviderSettings],
+    declared: &[Spanned<file::ProviderSection>],
     default_cookie: Option<&Spanned<String>>,
     at: &Locator<'_>,
     errors: &mut Vec<ConfigError>,
@@ -385,8 +386,15 @@ pub(super) fn route_auth(
         }
     };
     let accepted = route.providers.as_ref().map(|list| {
+        // A provider in the file that failed to build has its own error already; a second one
+        // here would send the reader looking for a provider that is plainly there.
+        let in_file = |wanted: &str| {
+            declared
+                .iter()
+                .any(|p| p.get_ref().name.get_ref() == wanted)
+        };
         for provider in list.get_ref() {
-            if !providers.iter().any(|p| &*p.name == provider.as_str()) {
+            if !providers.iter().any(|p| &*p.name == provider.as_str()) && !in_file(provider) {
                 errors.push(at.error_at(
                     list.span().start,
                     format!("route {name:?}: no provider is named {provider:?}"),
@@ -402,9 +410,10 @@ pub(super) fn route_auth(
             }
         }
         AuthMode::Optional | AuthMode::Required => {
+            // Counted in the file, not among the built providers, for the same reason.
             let servable = accepted
                 .as_ref()
-                .map_or(!providers.is_empty(), |list| !list.is_empty());
+                .map_or(!declared.is_empty(), |list| !list.is_empty());
             if !servable {
                 errors.push(at.error_at(offset, format!(
                     "route {name:?} requires authentication but no provider can serve it; add a [[provider]] or set auth = \"public\""

@@ -7,6 +7,7 @@ pub mod build_auth;
 mod checks;
 pub mod file;
 pub mod located;
+mod messages;
 pub mod values;
 
 use std::path::Path;
@@ -32,7 +33,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     let locator = Locator { file: path, text };
     let parsed: file::FileConfig = toml::from_str(text).map_err(|e| {
-        let message = e.message().trim().to_string();
+        let message = messages::reword(e.message());
         ConfigErrors(vec![match e.span() {
             Some(span) => locator.error_at(span.start, message),
             None => locator.error_unplaced(message),

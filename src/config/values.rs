@@ -165,18 +165,61 @@ pub fn parse_duration(text: &str) -> Result<HumanDuration, String> {
     let value: u64 = number
         .parse()
         .map_err(|_| format!("duration {text:?} does not start with a whole number"))?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(value),
-        "s" => Duration::from_secs(value),
-        "m" => Duration::from_secs(value.saturating_mul(60)),
-        "h" => Duration::from_secs(value.saturating_mul(3600)),
-        _ => return Err(format!("duration {text:?} has an unknown unit {unit:?}")),
+    let Some(duration) = single_unit(value, unit) else {
+        if let Some(rewrite) = compound_as_single_unit(text) {
+            return Err(format!(
+                "duration {text:?} combines units, which is not accepted; write a single unit, e.g. {rewrite:?}"
+            ));
+        }
+        return Err(format!("duration {text:?} has an unknown unit {unit:?}"));
     };
     // Far beyond any sensible timeout, and small enough that no arithmetic on it overflows.
     if duration > MAX_DURATION {
         return Err(format!("duration {text:?} is longer than 365 days"));
     }
     Ok(HumanDuration(duration))
+}
+
+fn single_unit(value: u64, unit: &str) -> Option<Duration> {
+    Some(match unit {
+        "ms" => Duration::from_millis(value),
+        "s" => Duration::from_secs(value),
+        "m" => Duration::from_secs(value.saturating_mul(60)),
+        "h" => Duration::from_secs(value.saturating_mul(3600)),
+        _ => return None,
+    })
+}
+
+/// `"1m30s"` read as Go and systemd would, written back in the largest single unit that holds
+/// it exactly (`"90s"`), so the error can offer the value to write instead. `None` when the text
+/// is not a run of number-unit pairs.
+fn compound_as_single_unit(text: &str) -> Option<String> {
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let unit_len = rest[digits..]
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len() - digits);
+        let value: u64 = rest[..digits].parse().ok()?;
+        total = total.checked_add(single_unit(value, &rest[digits..digits + unit_len])?)?;
+        rest = &rest[digits + unit_len..];
+        parts += 1;
+    }
+    if parts < 2 {
+        return None;
+    }
+    let millis = total.as_millis();
+    Some(
+        [(3_600_000, "h"), (60_000, "m"), (1000, "s")]
+            .iter()
+            .find(|(size, _)| millis % size == 0)
+            .map_or_else(
+                || format!("{millis}ms"),
+                |(size, unit)| format!("{}{unit}", millis / size),
+            ),
+    )
 }
 
 /// A duration that must be longer than zero (a zero timeout would refuse everything).
@@ -428,6 +471,20 @@ mod tests {
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("3d").is_err());
         assert!(parse_duration("-3s").is_err());
+        let compound = |text: &str| parse_duration(text).err().unwrap_or_default();
+        assert_eq!(
+            compound("1m30s"),
+            "duration \"1m30s\" combines units, which is not accepted; write a single unit, e.g. \"90s\""
+        );
+        assert!(compound("1h30m").ends_with("e.g. \"90m\""));
+        assert!(compound("2h0m").ends_with("e.g. \"2h\""));
+        assert!(compound("1s500ms").ends_with("e.g. \"1500ms\""));
+        // Not number-unit pairs: the unit itself is what is wrong.
+        assert_eq!(
+            compound("1m30x"),
+            "duration \"1m30x\" has an unknown unit \"m30x\""
+        );
+        assert_eq!(compound("3d"), "duration \"3d\" has an unknown unit \"d\"");
     }
 
     #[test]

@@ -28,12 +28,19 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         .map_err(|e| format!("TLS setup failed: {e}"))?
         .with_no_client_auth()
         .with_single_cert(chain, key_der)
-        .map_err(|e| {
-            format!(
+        .map_err(|e| match e {
+            // The usual cause is a key from another pair, or a chain whose first certificate
+            // is not the leaf; rustls's own text ("KeyMismatch") names neither file.
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => format!(
+                "the private key in {} does not match the certificate in {} (the first certificate in the file must be the key's own)",
+                key.display(),
+                cert.display()
+            ),
+            e => format!(
                 "certificate {} and key {} do not form a usable pair: {e}",
                 cert.display(),
                 key.display()
-            )
+            ),
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
