@@ -199,7 +199,13 @@ impl Gateway {
 
 /// Runs until SIGTERM or SIGINT, then shuts down gracefully; SIGHUP reloads the config.
 pub async fn run(config: Config) -> Result<(), String> {
+    run_with(config, |_| {}).await
+}
+
+/// [`run`], calling `started` once every listener is bound (the demo prints its addresses).
+pub async fn run_with(config: Config, started: impl FnOnce(&Gateway)) -> Result<(), String> {
     let gateway = Gateway::start(&config).await?;
+    started(&gateway);
     let _sighup = gateway.reloader.spawn_on_sighup()?;
     wait_for_signal().await?;
     gateway.health.begin_shutdown();

@@ -41,6 +41,9 @@ pub enum Command {
         /// Where the demo gateway listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// Where the demo's admin endpoints (/healthz, /readyz, /metrics) listen.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
     },
 }
 
@@ -59,7 +62,7 @@ pub fn main() -> ExitCode {
             };
             block_on(crate::app::run(config))
         }
-        Command::Demo { listen } => block_on(crate::demo::run(listen)),
+        Command::Demo { listen, admin } => block_on(crate::demo::run(listen, admin)),
     }
 }
 

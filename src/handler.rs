@@ -330,6 +330,7 @@ async fn pipeline(
         upgrade,
         upgrade_idle_timeout: snapshot.upgrade_idle_timeout,
         identity: &snapshot.identity,
+        metrics: &snapshot.metrics,
     };
     let sent = Instant::now();
     let response = forward::send(outbound, req).await;

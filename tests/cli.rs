@@ -6,11 +6,9 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_authgate");
 
 fn check(dir: &Path, toml: &str) -> (bool, String) {
     let path = dir.join("authgate.toml");
@@ -221,74 +219,6 @@ fn check_messages_say_what_to_write() {
     assert!(!output.contains("KeyMismatch"), "{output}");
 }
 
-/// Starts the binary on `config`, returning the child and the first listener's address.
-fn spawn_gateway(config: &Path) -> (std::process::Child, std::net::SocketAddr) {
-    let (child, addr, _) = spawn_gateway_with(Command::new(BIN), config);
-    (child, addr)
-}
-
-/// Starts `command` (the binary, perhaps behind a wrapper) on `config`; returns the child, the
-/// first listener's address, and every JSON log line as it arrives.
-fn spawn_gateway_with(
-    mut command: Command,
-    config: &Path,
-) -> (
-    std::process::Child,
-    std::net::SocketAddr,
-    std::sync::mpsc::Receiver<serde_json::Value>,
-) {
-    let mut child = command
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (log_tx, log_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                if event["message"] == "listening" {
-                    if let Some(address) = event["address"].as_str() {
-                        let _ = tx.send(address.parse().unwrap());
-                    }
-                }
-                let _ = log_tx.send(event);
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("gateway never logged its address");
-    (child, addr, log_rx)
-}
-
-fn signal(child: &std::process::Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn wait_exit(
-    child: &mut std::process::Child,
-    deadline: Duration,
-) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_keeps_serving_during_the_delay_then_drains_and_exits_zero() {
     let up = echo().await;
@@ -367,7 +297,13 @@ async fn demo_serves_its_printed_tokens_as_documented() {
         .unwrap()
         .port();
     let mut child = Command::new(BIN)
-        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin",
+            "127.0.0.1:0",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -378,14 +314,14 @@ async fn demo_serves_its_printed_tokens_as_documented() {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some((name, value)) = line.trim().split_once('=') {
-                if ["VALID", "EXPIRED", "REVOKED", "UNSCOPED"].contains(&name) {
+                if ["VALID", "EXPIRED", "REVOKED", "UNSCOPED", "ADMIN"].contains(&name) {
                     let _ = tx.send((name.to_string(), value.to_string()));
                 }
             }
         }
     });
     let mut tokens = std::collections::HashMap::new();
-    while tokens.len() < 4 {
+    while tokens.len() < 5 {
         let (name, value) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("demo did not print its tokens");
@@ -424,6 +360,23 @@ async fn demo_serves_its_printed_tokens_as_documented() {
             "{name}"
         );
     }
+    // The printed admin URL serves readiness (the demo issuer's keys are fetched) and metrics
+    // that counted the refusals above by reason.
+    let admin = &tokens["ADMIN"];
+    assert!(
+        eventually_async(Duration::from_secs(20), || async {
+            send(&client, get(&format!("{admin}/readyz"))).await.status == 200
+        })
+        .await
+    );
+    let metrics = send(&client, get(&format!("{admin}/metrics"))).await;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    assert!(
+        text.contains(
+            "authgate_auth_decisions_total{provider=\"demo\",reason=\"revoked_token\",result=\"denied\"} 1"
+        ),
+        "{text}"
+    );
     signal(&child, "TERM");
     let status =
         tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(30)))

@@ -329,7 +329,17 @@ pub(super) fn build_providers(
         };
         let described = match &keys {
             ProviderKeySettings::Jwks(jwks) => {
-                format!("{:?}{:?}{:?}", jwks.source, jwks.settings, jwks.ca_bundle)
+                // The bundle's content, not only its path: a rotated CA must rebuild the
+                // provider's HTTPS client on reload.
+                let ca_digest = jwks
+                    .ca_bundle
+                    .as_ref()
+                    .and_then(|path| std::fs::read(path).ok())
+                    .map(|content| crate::auth::keys::sha256(&[&content]));
+                format!(
+                    "{:?}{:?}{:?}{ca_digest:?}",
+                    jwks.source, jwks.settings, jwks.ca_bundle
+                )
             }
             ProviderKeySettings::Secret(_) => String::new(),
         };

@@ -11,7 +11,7 @@ use jsonwebtoken::Algorithm;
 const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
 
 /// Runs the demo until SIGTERM/SIGINT.
-pub async fn run(listen: SocketAddr) -> Result<(), String> {
+pub async fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), String> {
     let echo = spawn_echo()
         .await
         .map_err(|e| format!("cannot start the echo upstream: {e}"))?;
@@ -32,6 +32,7 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
     .map_err(|e| format!("cannot write {}: {e}", denylist.display()))?;
     let text = DEMO_CONFIG
         .replace("{{listen}}", &listen.to_string())
+        .replace("{{admin}}", &admin.to_string())
         .replace("{{echo_upstream}}", &format!("http://{echo}"))
         .replace("{{issuer}}", &issuer)
         .replace("{{jwks_uri}}", &idp.jwks_uri())
@@ -52,7 +53,13 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
     let unscoped = token("bob", "demo-unscoped", "profile", now + 3600);
     let base = format!("http://{listen}");
     idp.set_login("authgate_session", &valid, &base);
-    println!(
+    let jwks_uri = idp.jwks_uri();
+    let denylist_shown = denylist.display().to_string();
+    let announce = move |gateway: &crate::app::Gateway| {
+        let admin = gateway
+            .admin_addr
+            .map_or_else(|| "(none)".to_string(), |a| format!("http://{a}"));
+        println!(
         "authgate demo: gateway on {base}\n  echo upstream http://{echo}, token issuer {issuer} (JWKS {}), denylist {}\n\n\
          Tokens (valid for an hour):\n  \
            VALID={valid}\n  \
@@ -75,11 +82,18 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
            curl -s -L -c /tmp/authgate-jar -b /tmp/authgate-jar -H 'Accept: text/html' {base}/app/   # same with a cookie jar\n  \
            curl -si -b /tmp/authgate-jar -X POST -H 'Origin: https://evil.example' {base}/app/x     # 403 csrf_origin\n  \
            curl -si -b /tmp/authgate-jar -X POST -H 'Origin: {base}' {base}/app/x                  # 200\n\n\
+         Operations (admin listener, never on the public one):\n  \
+           ADMIN={admin}\n  \
+           curl -s {admin}/healthz   # 200 while the process runs\n  \
+           curl -s {admin}/readyz    # 200 once the demo issuer's keys are fetched; 503 with the reason before\n  \
+           curl -s {admin}/metrics   # Prometheus text: requests, auth decisions by reason, JWKS, reloads\n  \
+           kill -HUP <pid>           # reload the config (the demo's is embedded, so nothing changes)\n\n\
          Stop with Ctrl-C.",
-        idp.jwks_uri(),
-        denylist.display(),
+        jwks_uri,
+        denylist_shown,
     );
-    let outcome = crate::app::run(config).await;
+    };
+    let outcome = crate::app::run_with(config, announce).await;
     let _ = std::fs::remove_dir_all(&dir);
     outcome
 }

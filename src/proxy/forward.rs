@@ -32,6 +32,7 @@ use crate::edge::headers::{
 use crate::edge::server::PeerInfo;
 use crate::edge::tunnel::ConnectionGuard;
 use crate::error::GatewayError;
+use crate::ops::metrics::Metrics;
 use crate::proxy::route::Route;
 use crate::proxy::upgrade::{self, Upgrade};
 
@@ -169,6 +170,7 @@ pub struct Outbound<'a> {
     pub upgrade_idle_timeout: Duration,
     /// The identity namespace, also removed from request trailers.
     pub identity: &'a Arc<IdentityRules>,
+    pub metrics: &'a Arc<Metrics>,
 }
 
 /// The upstream URI: the route's base path, the matched path (prefix stripped if configured)
@@ -344,10 +346,16 @@ pub async fn send(
     keep_allowed_trailer_names(&mut parts.headers, out.identity, allow_underscore);
     let body = if send_body {
         let identity = out.identity.clone();
+        let metrics = out.metrics.clone();
+        // Trailers arrive after this function returned, polled by the upstream connection's
+        // task: the request's span comes along so the log line names the request.
+        let span = tracing::Span::current();
         IdleTimeoutBody::new(body, out.settings.body_idle_timeout)
             .map_frame(move |mut frame| {
                 if let Some(trailers) = frame.trailers_mut() {
-                    scrub_trailers(trailers, &identity, allow_underscore);
+                    let _in_request = span.enter();
+                    let removed = scrub_trailers(trailers, &identity, allow_underscore);
+                    metrics.headers_removed("trailer", removed);
                 }
                 frame
             })
@@ -388,6 +396,7 @@ pub async fn send(
             out.upgrade_idle_timeout,
             h2_tunnel,
             guard,
+            out.metrics.tunnels_open.clone(),
         ));
     }
     let (mut parts, body) = response.into_parts();
@@ -431,7 +440,12 @@ fn trailer_removed(name: &str, identity: &IdentityRules, allow_underscore: bool)
         || is_one_of(name, &FORBIDDEN_IN_TRAILERS)
 }
 
-fn scrub_trailers(trailers: &mut HeaderMap, identity: &IdentityRules, allow_underscore: bool) {
+/// Returns how many trailers were removed.
+fn scrub_trailers(
+    trailers: &mut HeaderMap,
+    identity: &IdentityRules,
+    allow_underscore: bool,
+) -> usize {
     let removed = remove_where(trailers, |name| {
         trailer_removed(name, identity, allow_underscore)
     });
@@ -440,6 +454,7 @@ fn scrub_trailers(trailers: &mut HeaderMap, identity: &IdentityRules, allow_unde
         tracing::warn!(trailers = %names.join(","), count = removed.len(),
             "stripped request trailers the gateway does not pass (likely spoof)");
     }
+    removed.len()
 }
 
 /// The `Trailer` announcement keeps only names that will be sent, so an HTTP/1.1 upstream is

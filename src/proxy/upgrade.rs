@@ -142,6 +142,7 @@ pub fn tunnel(
     idle: Duration,
     client_is_h2: bool,
     guard: Option<Arc<ConnectionGuard>>,
+    tunnels_open: prometheus::IntGauge,
 ) -> Response<Body> {
     let upstream_upgrade = hyper::upgrade::on(&mut response);
     let (mut parts, _) = response.into_parts();
@@ -167,6 +168,7 @@ pub fn tunnel(
                 return;
             }
         };
+        tunnels_open.inc();
         let splice =
             crate::edge::tunnel::splice(TokioIo::new(client), TokioIo::new(upstream), idle);
         // Held for the tunnel's life: it counts against max_connections and the drain, and a
@@ -181,6 +183,7 @@ pub fn tunnel(
             outcome = splice => outcome,
             () = stopping => Err(std::io::Error::other("gateway shutting down")),
         };
+        tunnels_open.dec();
         match outcome {
             Ok((up, down)) => {
                 tracing::debug!(

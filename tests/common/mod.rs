@@ -304,3 +304,74 @@ pub fn provider_toml(name: &str, idp: &JwksServer, algorithms: &str) -> String {
         idp.jwks_uri()
     )
 }
+
+/// The built binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
+
+/// Starts the binary on `config`, returning the child and the first listener's address.
+pub fn spawn_gateway(config: &Path) -> (std::process::Child, std::net::SocketAddr) {
+    let (child, addr, _) = spawn_gateway_with(std::process::Command::new(BIN), config);
+    (child, addr)
+}
+
+/// Starts `command` (the binary, perhaps behind a wrapper) on `config`; returns the child, the
+/// first listener's address, and every JSON log line as it arrives.
+pub fn spawn_gateway_with(
+    mut command: std::process::Command,
+    config: &Path,
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::sync::mpsc::Receiver<serde_json::Value>,
+) {
+    let mut child = command
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (log_tx, log_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                if event["message"] == "listening" {
+                    if let Some(address) = event["address"].as_str() {
+                        let _ = tx.send(address.parse().unwrap());
+                    }
+                }
+                let _ = log_tx.send(event);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("gateway never logged its address");
+    (child, addr, log_rx)
+}
+
+pub fn signal(child: &std::process::Child, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    deadline: Duration,
+) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
