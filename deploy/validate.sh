@@ -29,9 +29,13 @@ apt_install() {
 }
 
 kubectl_ok() {
-  [ -x "$TOOLS/kubectl" ] &&
-    "$TOOLS/kubectl" version --client 2>/dev/null | grep -qx "Client Version: $KUBECTL_VERSION" &&
-    "$TOOLS/kubectl" version --client 2>/dev/null | grep -qx "Kustomize Version: $KUSTOMIZE_VERSION"
+  [ -x "$TOOLS/kubectl" ] || return 1
+  # Captured first: `grep -q` exits at the first match, and under pipefail the SIGPIPE that
+  # kubectl then gets would fail the check at random.
+  local version
+  version=$("$TOOLS/kubectl" version --client 2>/dev/null) || return 1
+  grep -qx "Client Version: $KUBECTL_VERSION" <<<"$version" &&
+    grep -qx "Kustomize Version: $KUSTOMIZE_VERSION" <<<"$version"
 }
 
 ensure_kubectl() {
