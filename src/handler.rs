@@ -1,8 +1,8 @@
 //! THE pipeline. [`handle`] runs the steps in the order a request meets them and turns any
-//! error into a response in one place (`error.rs`), logging the outcome once.
+//! error into a response in one place (`error.rs`), logging and counting the outcome once.
 //!
-//! listen → route → hop-by-hop removal → identity strip (every route) → credential (+ CSRF
-//! origin for cookies) → verify → denylist → policy → identity inject → forward.
+//! listen → decide (host → path → route → header hygiene → credential (+ CSRF origin for
+//! cookies) → verify → denylist → policy → identity inject; `decide/decision.rs`) → forward.
 //! No step answers the client itself.
 
 use std::sync::Arc;
@@ -12,9 +12,7 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use crate::auth::credential::{self, Credential, Source};
-use crate::auth::jwt::{now_unix, VerifiedToken, VerifyError};
-use crate::config::file::AuthMode;
+use crate::decide::decision::{self, decide};
 use crate::edge::body::Body;
 use crate::edge::headers;
 use crate::edge::server::{PeerInfo, RequestHandler};
@@ -22,23 +20,13 @@ use crate::error::{ErrorFlavor, GatewayError};
 use crate::ops::metrics::NO_PROVIDER;
 use crate::ops::request_id;
 use crate::proxy::forward::{self, Outbound};
-use crate::proxy::host::RequestHost;
-use crate::proxy::path;
-use crate::proxy::route::RouteMiss;
-use crate::proxy::upgrade;
 use crate::state::{SharedState, Snapshot};
 
-/// What the access log and the metrics need from the pipeline besides the outcome.
+/// What the access log and the metrics need besides the outcome: the decision's trace and
+/// the upstream's time.
 #[derive(Default)]
 struct Trace {
-    route: Option<usize>,
-    /// Canonical `host[:port]`.
-    host: Option<String>,
-    /// The normalised path that was routed on (never the query string).
-    path: Option<String>,
-    provider: Option<usize>,
-    /// Set once the token passed the denylist and the route's policy.
-    authenticated: Option<Arc<VerifiedToken>>,
+    decision: decision::Trace,
     upstream: Option<Duration>,
 }
 
@@ -80,10 +68,12 @@ pub async fn handle(
         .await;
     let elapsed = started.elapsed();
     let route_metrics = trace
+        .decision
         .route
         .and_then(|i| snapshot.route_metrics.get(i))
         .unwrap_or(&snapshot.unrouted);
     let provider_metrics = trace
+        .decision
         .provider
         .and_then(|i| snapshot.provider_metrics.get(i));
     if let Some(upstream) = trace.upstream {
@@ -118,7 +108,7 @@ pub async fn handle(
             )
         }
     };
-    if let (Some(_), Some(provider)) = (&trace.authenticated, provider_metrics) {
+    if let (Some(_), Some(provider)) = (&trace.decision.authenticated, provider_metrics) {
         provider.allowed();
     }
     route_metrics.observe(&method, status, elapsed.as_secs_f64());
@@ -127,10 +117,12 @@ pub async fn handle(
         .insert(request_id::HEADER, request_id.clone());
     let route = route_metrics.name();
     let provider = trace
+        .decision
         .provider
         .and_then(|i| snapshot.verifier.providers().get(i))
         .map_or("-", |p| &*p.name);
     let subject = trace
+        .decision
         .authenticated
         .as_ref()
         .and_then(|t| t.subject.as_deref())
@@ -144,8 +136,8 @@ pub async fn handle(
         request_id = id,
         route,
         %method,
-        host = trace.host.as_deref().unwrap_or("-"),
-        path = trace.path.as_deref().unwrap_or("-"),
+        host = trace.decision.host.as_deref().unwrap_or("-"),
+        path = trace.decision.path.as_deref().unwrap_or("-"),
         ?version,
         status = status.as_u16(),
         reason,
@@ -162,276 +154,36 @@ pub async fn handle(
 
 async fn pipeline(
     snapshot: &Snapshot,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     peer: PeerInfo,
     request_id: &HeaderValue,
     trace: &mut Trace,
 ) -> Result<Response<Body>, GatewayError> {
-    let host =
-        RequestHost::of(&req).map_err(|e| GatewayError::BadRequest { reason: e.reason() })?;
-    trace.host = host.as_ref().map(|h| h.authority.clone());
-    // Read before hop-by-hop removal; forward re-requests the upgrade from the upstream.
-    let upgrade = upgrade::websocket_upgrade(&req);
-    if req.method() == http::Method::CONNECT && upgrade.is_none() {
-        // A gateway to services is no forward proxy: only WebSocket extended CONNECT passes.
-        return Err(GatewayError::BadRequest {
-            reason: "connect_unsupported",
-        });
-    }
-    // A WebSocket handshake routes as the GET it is in either protocol.
-    let method = match upgrade {
-        Some(_) => http::Method::GET,
-        None => req.method().clone(),
-    };
-    let normalized = path::normalize(req.uri().path())
-        .map_err(|e| GatewayError::BadRequest { reason: e.reason() })?;
-    trace.path = Some(normalized.path.clone());
-    let (index, route) = snapshot
-        .routes
-        .find(
-            host.as_ref().map(|h| h.name.as_str()),
-            &normalized.path,
-            &method,
-        )
-        .map_err(|miss| match miss {
-            RouteMiss::NotFound => GatewayError::NoRoute,
-            RouteMiss::MethodNotAllowed(allow) => GatewayError::MethodNotAllowed { allow },
-        })?;
-    trace.route = Some(index);
-    let rules = route.path_rules;
-    for (present, allowed, reason) in [
-        (
-            normalized.has_encoded_slash,
-            rules.allow_encoded_slash,
-            "encoded_slash",
-        ),
-        (
-            normalized.has_encoded_backslash,
-            rules.allow_encoded_backslash,
-            "encoded_backslash",
-        ),
-        (
-            normalized.has_encoded_nul,
-            rules.allow_encoded_nul,
-            "encoded_nul",
-        ),
-        (
-            normalized.has_path_parameters,
-            rules.allow_path_parameters,
-            "path_parameters",
-        ),
-    ] {
-        if present && !allowed {
-            return Err(GatewayError::BadRequest { reason });
-        }
-    }
-    if !route.allow_underscore_headers {
-        let dropped = headers::drop_underscored(req.headers_mut());
-        snapshot
-            .metrics
-            .headers_removed("underscore", dropped.len());
-        if !dropped.is_empty() {
-            let names: Vec<&str> = dropped.iter().take(8).map(|n| n.as_str()).collect();
-            tracing::debug!(headers = %names.join(","), count = dropped.len(),
-                "dropped request headers whose names hold '_'");
-        }
-    }
-    // Hop-by-hop first, so `Connection: x-auth-subject` cannot remove an injected header.
-    headers::strip_hop_by_hop(req.headers_mut());
-    let spoofed = snapshot.identity.strip(req.headers_mut());
-    snapshot.metrics.headers_removed("identity", spoofed);
+    let (mut head, body) = req.into_parts();
+    let scheme = if peer.tls { "https" } else { "http" };
+    let decision = decide(snapshot, &mut head, scheme, &mut trace.decision).await?;
     // The one id the logs carry goes upstream, whatever the client sent in any spelling.
-    headers::remove_where(req.headers_mut(), |name| {
+    headers::remove_where(&mut head.headers, |name| {
         headers::is_one_of(name, &[request_id::HEADER])
     });
-    req.headers_mut()
-        .insert(request_id::HEADER, request_id.clone());
-    let auth = &route.auth;
-    // Browsers never attach credentials to a CORS preflight, so a route may let it through.
-    let preflight = auth.pass_cors_preflight
-        && req.method() == http::Method::OPTIONS
-        && req.headers().contains_key(http::header::ORIGIN)
-        && req
-            .headers()
-            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
-    let credential = match auth.mode {
-        AuthMode::Public => None,
-        _ if preflight => None,
-        AuthMode::Optional | AuthMode::Required => {
-            credential::extract(req.headers(), auth.session_cookie.as_deref())
-                .map_err(|e| GatewayError::InvalidRequest { reason: e.reason() })?
-        }
-    };
-    if let Some(credential) = &credential {
-        // A cookie rides along on cross-site requests; only a same-origin caller may change state.
-        let state_changing = !credential::is_safe_method(req.method()) || upgrade.is_some();
-        if credential.source == Source::Cookie && state_changing {
-            check_origin(&req, route, peer, host.as_ref())?;
-        }
-    }
-    let token = match &credential {
-        Some(credential) => Some(
-            authenticate(snapshot, index, credential, trace)
-                .await
-                .map_err(|error| login_instead(error, &req, route, &normalized.path))?,
-        ),
-        None if auth.mode == AuthMode::Required && !preflight => {
-            return Err(login_instead(
-                GatewayError::MissingCredential,
-                &req,
-                route,
-                &normalized.path,
-            ))
-        }
-        None => None,
-    };
-    if let Some(token) = &token {
-        route
-            .auth
-            .policy
-            .check(token)
-            .map_err(|denied| GatewayError::Forbidden {
-                reason: denied.reason,
-                scopes: denied.required_scopes,
-            })?;
-        trace.authenticated = Some(token.clone());
-        snapshot
-            .identity
-            .inject(req.headers_mut(), token)
-            .map_err(|e| GatewayError::InvalidToken {
-                reason: e.reason(),
-                description: "The access token carries a claim that cannot be forwarded",
-                claim: None,
-            })?;
-    }
-    if !route.auth.forward_authorization {
-        // Whatever the scheme: an upstream must not mistake an unverified header for a token
-        // the gateway checked.
-        req.headers_mut().remove(http::header::AUTHORIZATION);
-    }
-    if let (false, Some(cookie)) = (auth.forward_session_cookie, &auth.session_cookie) {
-        credential::remove_cookie(req.headers_mut(), cookie);
-    }
-    if preflight && auth.mode != AuthMode::Public {
-        // Browsers never attach credentials to a preflight, so any here are not the browser's,
-        // and none of them was verified.
-        req.headers_mut().remove(http::header::AUTHORIZATION);
-        if let Some(cookie) = &auth.session_cookie {
-            credential::remove_cookie(req.headers_mut(), cookie);
-        }
-    }
+    head.headers.insert(request_id::HEADER, request_id.clone());
+    let route = &snapshot.routes.routes()[decision.route];
     let outbound = Outbound {
         route,
-        client: &snapshot.clients[index],
+        client: &snapshot.clients[decision.route],
         settings: &snapshot.forward,
         peer,
-        path: &normalized.path,
-        host: host.as_ref().map(|h| h.authority.as_str()),
-        upgrade,
+        path: &decision.path,
+        host: decision.host.as_ref().map(|h| h.authority.as_str()),
+        upgrade: decision.upgrade,
         upgrade_idle_timeout: snapshot.upgrade_idle_timeout,
         identity: &snapshot.identity,
         metrics: &snapshot.metrics,
     };
     let sent = Instant::now();
-    let response = forward::send(outbound, req).await;
+    let response = forward::send(outbound, Request::from_parts(head, body)).await;
     if response.is_ok() {
         trace.upstream = Some(sent.elapsed());
     }
     response
-}
-
-/// The CSRF rule for cookie credentials: `Origin` (else `Referer`) must be an allowed origin,
-/// by default the route's public origin or, without one, the origin the request was sent to.
-fn check_origin(
-    req: &Request<Incoming>,
-    route: &crate::proxy::route::Route,
-    peer: PeerInfo,
-    host: Option<&RequestHost>,
-) -> Result<(), GatewayError> {
-    let origin = credential::request_origin(req.headers()).ok_or(GatewayError::CsrfOrigin)?;
-    let allowed = match &route.auth.allowed_origins {
-        Some(list) => list.contains(&origin),
-        None => {
-            let scheme = if peer.tls { "https" } else { "http" };
-            let own =
-                host.and_then(|h| credential::parse_origin(&format!("{scheme}://{}", h.authority)));
-            own.is_some_and(|own| own == origin)
-        }
-    };
-    if allowed {
-        Ok(())
-    } else {
-        Err(GatewayError::CsrfOrigin)
-    }
-}
-
-/// A browser navigation that failed authentication goes to the route's login page instead of
-/// a 401. The return URL is built from the configured public origin, never from `Host`.
-fn login_instead(
-    error: GatewayError,
-    req: &Request<Incoming>,
-    route: &crate::proxy::route::Route,
-    path: &str,
-) -> GatewayError {
-    let (Some(login), Some(origin)) = (&route.auth.login, &route.auth.public_origin) else {
-        return error;
-    };
-    let unauthenticated = matches!(
-        error,
-        GatewayError::MissingCredential | GatewayError::InvalidToken { .. }
-    );
-    if !unauthenticated
-        || req.method() != http::Method::GET
-        || !credential::prefers_html(req.headers())
-    {
-        return error;
-    }
-    let mut original = format!("{origin}{path}");
-    if let Some(query) = req.uri().query() {
-        original.push('?');
-        original.push_str(query);
-    }
-    let separator = if login.url.contains('?') { '&' } else { '?' };
-    GatewayError::LoginRedirect {
-        location: format!(
-            "{}{separator}{}={}",
-            login.url,
-            login.param,
-            credential::encode_query_value(&original)
-        ),
-    }
-}
-
-/// verify → denylist: a token that is valid for this route and not revoked.
-async fn authenticate(
-    snapshot: &Snapshot,
-    route_index: usize,
-    credential: &Credential,
-    trace: &mut Trace,
-) -> Result<Arc<VerifiedToken>, GatewayError> {
-    let accepted = &snapshot.accepted[route_index];
-    let token = snapshot
-        .verifier
-        .verify(&credential.token, accepted)
-        .await
-        .map_err(|error| match error {
-            VerifyError::KeysUnavailable => GatewayError::KeysUnavailable,
-            VerifyError::Token(error) => GatewayError::InvalidToken {
-                reason: error.reason(),
-                description: error.description(),
-                claim: error.claim(),
-            },
-        })?;
-    trace.provider = snapshot.verifier.provider_index(&token.provider);
-    if let Some(denylist) = &snapshot.denylist {
-        if let Some(revocation) = denylist.current().check(&token, now_unix()) {
-            snapshot.metrics.denylist_hit(revocation.kind());
-            return Err(GatewayError::InvalidToken {
-                reason: revocation.reason(),
-                description: "The access token has been revoked",
-                claim: None,
-            });
-        }
-    }
-    Ok(token)
 }

@@ -11,7 +11,8 @@
 
 use std::net::Ipv6Addr;
 
-use http::{header, Request, Version};
+use http::request::Parts;
+use http::{header, Version};
 
 /// Why a request's host was refused; the pipeline maps each to a 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +44,8 @@ pub struct RequestHost {
 
 impl RequestHost {
     /// The host of `req`, or `None` for an HTTP/1.0 or HTTP/2 request that named none.
-    pub fn of<B>(req: &Request<B>) -> Result<Option<Self>, HostError> {
-        let mut hosts = req.headers().get_all(header::HOST).iter();
+    pub fn of(req: &Parts) -> Result<Option<Self>, HostError> {
+        let mut hosts = req.headers.get_all(header::HOST).iter();
         let header = hosts.next();
         if hosts.next().is_some() {
             return Err(HostError::Bad);
@@ -54,10 +55,10 @@ impl RequestHost {
             .transpose()?
             .map(parse)
             .transpose()?;
-        let Some(authority) = req.uri().authority() else {
+        let Some(authority) = req.uri.authority() else {
             return match header {
                 Some(host) => Ok(Some(host)),
-                None if req.version() == Version::HTTP_11 => Err(HostError::Missing),
+                None if req.version == Version::HTTP_11 => Err(HostError::Missing),
                 None => Ok(None),
             };
         };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
@@ -27,18 +27,18 @@ pub enum Upgrade {
 }
 
 /// Recognises a WebSocket handshake; any other upgrade (e.g. `h2c`) is not passed on.
-pub fn websocket_upgrade(req: &Request<Incoming>) -> Option<Upgrade> {
-    if req.version() == Version::HTTP_2 {
-        let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
-        let websocket = req.method() == http::Method::CONNECT
+pub fn websocket_upgrade(req: &Parts) -> Option<Upgrade> {
+    if req.version == Version::HTTP_2 {
+        let protocol = req.extensions.get::<hyper::ext::Protocol>()?;
+        let websocket = req.method == http::Method::CONNECT
             && protocol.as_str().eq_ignore_ascii_case("websocket");
         return websocket.then_some(Upgrade::H2ExtendedConnect);
     }
     // RFC 6455 §4.1: the opening handshake is a GET; any other method's Upgrade is dropped.
-    if req.version() != Version::HTTP_11 || req.method() != http::Method::GET {
+    if req.version != Version::HTTP_11 || req.method != http::Method::GET {
         return None;
     }
-    let headers = req.headers();
+    let headers = &req.headers;
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()

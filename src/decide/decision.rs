@@ -1,0 +1,307 @@
+//! The decision: everything the gateway decides about a request from its head alone, in the
+//! order the request meets the steps: host → path → route → header hygiene (underscore names,
+//! hop-by-hop, identity namespace) → credential (+ CSRF origin for cookies) → verify →
+//! denylist → policy → identity inject. Proxying (`handler.rs`), forward-auth and `explain` all
+//! call [`decide`], so the three can never disagree. It reads and rewrites only the head; it
+//! never touches a body, never forwards and never answers the client itself.
+
+use std::sync::Arc;
+
+use http::request::Parts;
+
+use crate::auth::credential::{self, Credential, Source};
+use crate::auth::jwt::{now_unix, VerifiedToken, VerifyError};
+use crate::config::file::AuthMode;
+use crate::edge::headers;
+use crate::error::GatewayError;
+use crate::proxy::host::RequestHost;
+use crate::proxy::path;
+use crate::proxy::route::{Route, RouteMiss};
+use crate::proxy::upgrade::{self, Upgrade};
+use crate::state::Snapshot;
+
+/// What the access log, the metrics and `explain` learn from the decision besides its outcome.
+#[derive(Default)]
+pub struct Trace {
+    pub route: Option<usize>,
+    /// Canonical `host[:port]`.
+    pub host: Option<String>,
+    /// The normalised path that was routed on (never the query string).
+    pub path: Option<String>,
+    pub provider: Option<usize>,
+    /// The credential's source, once one was found.
+    pub credential: Option<Source>,
+    /// Set once the token passed the denylist and the route's policy.
+    pub authenticated: Option<Arc<VerifiedToken>>,
+    /// Request headers removed before anything read them, by kind.
+    pub removed_underscore: Vec<http::HeaderName>,
+    pub removed_identity: usize,
+}
+
+/// A request the gateway lets through: where it goes, and as whom.
+pub struct Decision {
+    pub route: usize,
+    pub host: Option<RequestHost>,
+    /// The normalised path: the path routed on is the path forwarded.
+    pub path: String,
+    pub upgrade: Option<Upgrade>,
+    pub token: Option<Arc<VerifiedToken>>,
+}
+
+/// Decides about the request whose head is `head`, rewriting its headers as the upstream must
+/// see them (client identity headers out, trusted ones in). `scheme` is how the client reached
+/// the gateway (`http` or `https`), for the CSRF origin check.
+pub async fn decide(
+    snapshot: &Snapshot,
+    head: &mut Parts,
+    scheme: &str,
+    trace: &mut Trace,
+) -> Result<Decision, GatewayError> {
+    let host =
+        RequestHost::of(head).map_err(|e| GatewayError::BadRequest { reason: e.reason() })?;
+    trace.host = host.as_ref().map(|h| h.authority.clone());
+    // Read before hop-by-hop removal; forward re-requests the upgrade from the upstream.
+    let upgrade = upgrade::websocket_upgrade(head);
+    if head.method == http::Method::CONNECT && upgrade.is_none() {
+        // A gateway to services is no forward proxy: only WebSocket extended CONNECT passes.
+        return Err(GatewayError::BadRequest {
+            reason: "connect_unsupported",
+        });
+    }
+    // A WebSocket handshake routes as the GET it is in either protocol.
+    let method = match upgrade {
+        Some(_) => http::Method::GET,
+        None => head.method.clone(),
+    };
+    let normalized = path::normalize(head.uri.path())
+        .map_err(|e| GatewayError::BadRequest { reason: e.reason() })?;
+    trace.path = Some(normalized.path.clone());
+    let (index, route) = snapshot
+        .routes
+        .find(
+            host.as_ref().map(|h| h.name.as_str()),
+            &normalized.path,
+            &method,
+        )
+        .map_err(|miss| match miss {
+            RouteMiss::NotFound => GatewayError::NoRoute,
+            RouteMiss::MethodNotAllowed(allow) => GatewayError::MethodNotAllowed { allow },
+        })?;
+    trace.route = Some(index);
+    let rules = route.path_rules;
+    for (present, allowed, reason) in [
+        (
+            normalized.has_encoded_slash,
+            rules.allow_encoded_slash,
+            "encoded_slash",
+        ),
+        (
+            normalized.has_encoded_backslash,
+            rules.allow_encoded_backslash,
+            "encoded_backslash",
+        ),
+        (
+            normalized.has_encoded_nul,
+            rules.allow_encoded_nul,
+            "encoded_nul",
+        ),
+        (
+            normalized.has_path_parameters,
+            rules.allow_path_parameters,
+            "path_parameters",
+        ),
+    ] {
+        if present && !allowed {
+            return Err(GatewayError::BadRequest { reason });
+        }
+    }
+    if !route.allow_underscore_headers {
+        let dropped = headers::drop_underscored(&mut head.headers);
+        snapshot
+            .metrics
+            .headers_removed("underscore", dropped.len());
+        if !dropped.is_empty() {
+            let names: Vec<&str> = dropped.iter().take(8).map(|n| n.as_str()).collect();
+            tracing::debug!(headers = %names.join(","), count = dropped.len(),
+                "dropped request headers whose names hold '_'");
+        }
+        trace.removed_underscore = dropped;
+    }
+    // Hop-by-hop first, so `Connection: x-auth-subject` cannot remove an injected header.
+    headers::strip_hop_by_hop(&mut head.headers);
+    let spoofed = snapshot.identity.strip(&mut head.headers);
+    snapshot.metrics.headers_removed("identity", spoofed);
+    trace.removed_identity = spoofed;
+    let auth = &route.auth;
+    // Browsers never attach credentials to a CORS preflight, so a route may let it through.
+    let preflight = auth.pass_cors_preflight
+        && head.method == http::Method::OPTIONS
+        && head.headers.contains_key(http::header::ORIGIN)
+        && head
+            .headers
+            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+    let credential = match auth.mode {
+        AuthMode::Public => None,
+        _ if preflight => None,
+        AuthMode::Optional | AuthMode::Required => {
+            credential::extract(&head.headers, auth.session_cookie.as_deref())
+                .map_err(|e| GatewayError::InvalidRequest { reason: e.reason() })?
+        }
+    };
+    trace.credential = credential.as_ref().map(|c| c.source);
+    if let Some(credential) = &credential {
+        // A cookie rides along on cross-site requests; only a same-origin caller may change state.
+        let state_changing = !credential::is_safe_method(&head.method) || upgrade.is_some();
+        if credential.source == Source::Cookie && state_changing {
+            check_origin(head, route, scheme, host.as_ref())?;
+        }
+    }
+    let token = match &credential {
+        Some(credential) => Some(
+            authenticate(snapshot, index, credential, trace)
+                .await
+                .map_err(|error| login_instead(error, head, route, &normalized.path))?,
+        ),
+        None if auth.mode == AuthMode::Required && !preflight => {
+            return Err(login_instead(
+                GatewayError::MissingCredential,
+                head,
+                route,
+                &normalized.path,
+            ))
+        }
+        None => None,
+    };
+    if let Some(token) = &token {
+        route
+            .auth
+            .policy
+            .check(token)
+            .map_err(|denied| GatewayError::Forbidden {
+                reason: denied.reason,
+                scopes: denied.required_scopes,
+            })?;
+        trace.authenticated = Some(token.clone());
+        snapshot
+            .identity
+            .inject(&mut head.headers, token)
+            .map_err(|e| GatewayError::InvalidToken {
+                reason: e.reason(),
+                description: "The access token carries a claim that cannot be forwarded",
+                claim: None,
+            })?;
+    }
+    if !route.auth.forward_authorization {
+        // Whatever the scheme: an upstream must not mistake an unverified header for a token
+        // the gateway checked.
+        head.headers.remove(http::header::AUTHORIZATION);
+    }
+    if let (false, Some(cookie)) = (auth.forward_session_cookie, &auth.session_cookie) {
+        credential::remove_cookie(&mut head.headers, cookie);
+    }
+    if preflight && auth.mode != AuthMode::Public {
+        // Browsers never attach credentials to a preflight, so any here are not the browser's,
+        // and none of them was verified.
+        head.headers.remove(http::header::AUTHORIZATION);
+        if let Some(cookie) = &auth.session_cookie {
+            credential::remove_cookie(&mut head.headers, cookie);
+        }
+    }
+    Ok(Decision {
+        route: index,
+        host,
+        path: normalized.path,
+        upgrade,
+        token,
+    })
+}
+
+/// The CSRF rule for cookie credentials: `Origin` (else `Referer`) must be an allowed origin,
+/// by default the route's public origin or, without one, the origin the request was sent to.
+fn check_origin(
+    head: &Parts,
+    route: &Route,
+    scheme: &str,
+    host: Option<&RequestHost>,
+) -> Result<(), GatewayError> {
+    let origin = credential::request_origin(&head.headers).ok_or(GatewayError::CsrfOrigin)?;
+    let allowed = match &route.auth.allowed_origins {
+        Some(list) => list.contains(&origin),
+        None => {
+            let own =
+                host.and_then(|h| credential::parse_origin(&format!("{scheme}://{}", h.authority)));
+            own.is_some_and(|own| own == origin)
+        }
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(GatewayError::CsrfOrigin)
+    }
+}
+
+/// A browser navigation that failed authentication goes to the route's login page instead of
+/// a 401. The return URL is built from the configured public origin, never from `Host`.
+fn login_instead(error: GatewayError, head: &Parts, route: &Route, path: &str) -> GatewayError {
+    let (Some(login), Some(origin)) = (&route.auth.login, &route.auth.public_origin) else {
+        return error;
+    };
+    let unauthenticated = matches!(
+        error,
+        GatewayError::MissingCredential | GatewayError::InvalidToken { .. }
+    );
+    if !unauthenticated
+        || head.method != http::Method::GET
+        || !credential::prefers_html(&head.headers)
+    {
+        return error;
+    }
+    let mut original = format!("{origin}{path}");
+    if let Some(query) = head.uri.query() {
+        original.push('?');
+        original.push_str(query);
+    }
+    let separator = if login.url.contains('?') { '&' } else { '?' };
+    GatewayError::LoginRedirect {
+        location: format!(
+            "{}{separator}{}={}",
+            login.url,
+            login.param,
+            credential::encode_query_value(&original)
+        ),
+    }
+}
+
+/// verify → denylist: a token that is valid for this route and not revoked.
+async fn authenticate(
+    snapshot: &Snapshot,
+    route_index: usize,
+    credential: &Credential,
+    trace: &mut Trace,
+) -> Result<Arc<VerifiedToken>, GatewayError> {
+    let accepted = &snapshot.accepted[route_index];
+    let token = snapshot
+        .verifier
+        .verify(&credential.token, accepted)
+        .await
+        .map_err(|error| match error {
+            VerifyError::KeysUnavailable => GatewayError::KeysUnavailable,
+            VerifyError::Token(error) => GatewayError::InvalidToken {
+                reason: error.reason(),
+                description: error.description(),
+                claim: error.claim(),
+            },
+        })?;
+    trace.provider = snapshot.verifier.provider_index(&token.provider);
+    if let Some(denylist) = &snapshot.denylist {
+        if let Some(revocation) = denylist.current().check(&token, now_unix()) {
+            snapshot.metrics.denylist_hit(revocation.kind());
+            return Err(GatewayError::InvalidToken {
+                reason: revocation.reason(),
+                description: "The access token has been revoked",
+                claim: None,
+            });
+        }
+    }
+    Ok(token)
+}
