@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, ServerSettings};
 use crate::edge::listener::{self, AcceptLoop, ListenerMetrics};
 use crate::edge::server::{ConnectionServer, RequestHandler};
+use crate::handler::ForwardAuthService;
 use crate::ops::admin::{Admin, Health};
 use crate::ops::metrics::Metrics;
 use crate::ops::reload::Reloader;
@@ -27,6 +28,7 @@ const ADMIN_MAX_CONNECTIONS: usize = 64;
 pub struct Gateway {
     pub addrs: Vec<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
+    pub forward_auth_addr: Option<SocketAddr>,
     pub state: Arc<SharedState>,
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
@@ -108,6 +110,15 @@ impl Gateway {
             .map(TcpListener::local_addr)
             .transpose()
             .map_err(|e| format!("admin listener: {e}"))?;
+        let forward_auth_tcp = match &config.forward_auth {
+            Some(settings) => Some(bind(settings.address).await?),
+            None => None,
+        };
+        let forward_auth_addr = forward_auth_tcp
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
+            .map_err(|e| format!("forward_auth listener: {e}"))?;
 
         let tls_slots: Vec<Option<Arc<ArcSwap<rustls::ServerConfig>>>> = config
             .listeners
@@ -147,11 +158,29 @@ impl Gateway {
             let limit = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
             tasks.push(accept_loop(tcp, None, server, limit, None, &shared));
         }
+        if let Some(tcp) = forward_auth_tcp {
+            // Shares the public listeners' connection limit: it carries real traffic's decisions.
+            let service = ForwardAuthService {
+                state: state.clone(),
+            };
+            let server = Arc::new(ConnectionServer::new(&config.server, service));
+            tasks.push(accept_loop(
+                tcp,
+                None,
+                server,
+                limit.clone(),
+                Some(listener_metrics.clone()),
+                &shared,
+            ));
+        }
         for (addr, settings) in addrs.iter().zip(&config.listeners) {
             tracing::info!(address = %addr, tls = settings.tls.is_some(), "listening");
         }
         if let Some(addr) = admin_addr {
             tracing::info!(address = %addr, "admin listening (/healthz /readyz /metrics)");
+        }
+        if let Some(addr) = forward_auth_addr {
+            tracing::info!(address = %addr, "forward-auth listening");
         }
 
         let reloader = Reloader::new(config, state.clone(), metrics.clone(), tls_slots);
@@ -162,6 +191,7 @@ impl Gateway {
         Ok(Gateway {
             addrs,
             admin_addr,
+            forward_auth_addr,
             state,
             metrics,
             reloader,

@@ -58,6 +58,9 @@ pub enum GatewayError {
     },
     /// A cookie-authenticated state-changing request from another (or no) origin.
     CsrfOrigin,
+    /// A forward-auth request from a peer outside `server.trusted_proxies`: the headers that
+    /// describe the original request are believed only from a trusted proxy.
+    ForwardAuthUntrustedPeer,
 }
 
 /// How the client wants errors shaped.
@@ -65,6 +68,12 @@ pub enum GatewayError {
 pub enum ErrorFlavor {
     Json,
     Grpc,
+    /// A forward-auth answer to Traefik or Envoy: JSON, plus `X-Authgate-Reason`; the proxy
+    /// relays the status (a login redirect stays a 302).
+    ForwardAuth,
+    /// A forward-auth answer to nginx `auth_request`, which understands only 2xx, 401 and 403:
+    /// a login redirect is a 401 carrying `Location`, and other client errors are 403.
+    NginxAuthRequest,
 }
 
 impl ErrorFlavor {
@@ -122,6 +131,7 @@ impl GatewayError {
             GatewayError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::LoginRedirect { .. } => StatusCode::FOUND,
             GatewayError::CsrfOrigin => StatusCode::FORBIDDEN,
+            GatewayError::ForwardAuthUntrustedPeer => StatusCode::FORBIDDEN,
         }
     }
 
@@ -143,6 +153,7 @@ impl GatewayError {
             GatewayError::KeysUnavailable => "keys_unavailable",
             GatewayError::LoginRedirect { .. } => "login_required",
             GatewayError::CsrfOrigin => "csrf_origin",
+            GatewayError::ForwardAuthUntrustedPeer => "forward_auth_untrusted_peer",
         }
     }
 
@@ -206,7 +217,9 @@ impl GatewayError {
             GatewayError::Forbidden { .. } => grpc_code::PERMISSION_DENIED,
             GatewayError::KeysUnavailable => grpc_code::UNAVAILABLE,
             GatewayError::LoginRedirect { .. } => grpc_code::UNAUTHENTICATED,
-            GatewayError::CsrfOrigin => grpc_code::PERMISSION_DENIED,
+            GatewayError::CsrfOrigin | GatewayError::ForwardAuthUntrustedPeer => {
+                grpc_code::PERMISSION_DENIED
+            }
         }
     }
 
@@ -246,7 +259,15 @@ impl GatewayError {
             headers.insert("grpc-message", HeaderValue::from_static(reason));
             return response;
         }
-        let status = self.status();
+        let status = match (flavor, self.status()) {
+            (ErrorFlavor::NginxAuthRequest, StatusCode::FOUND) => StatusCode::UNAUTHORIZED,
+            (ErrorFlavor::NginxAuthRequest, status)
+                if status.is_client_error() && status != StatusCode::UNAUTHORIZED =>
+            {
+                StatusCode::FORBIDDEN
+            }
+            (_, status) => status,
+        };
         let body = format!(
             "{{\"status\":{},\"reason\":\"{}\"}}\n",
             status.as_u16(),
@@ -280,6 +301,12 @@ impl GatewayError {
             if let Ok(value) = HeaderValue::from_str(location) {
                 headers.insert(header::LOCATION, value);
             }
+        }
+        if matches!(
+            flavor,
+            ErrorFlavor::ForwardAuth | ErrorFlavor::NginxAuthRequest
+        ) {
+            headers.insert("x-authgate-reason", HeaderValue::from_static(reason));
         }
         if matches!(self, GatewayError::KeysUnavailable) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::decide::decision::{self, decide};
+use crate::decide::forward_auth::{self, Caller};
 use crate::edge::body::Body;
 use crate::edge::headers;
 use crate::edge::server::{PeerInfo, RequestHandler};
@@ -40,14 +41,57 @@ impl RequestHandler for Arc<SharedState> {
     }
 }
 
+/// The forward-auth listener: the same decisions, answered instead of forwarded.
+#[derive(Clone)]
+pub struct ForwardAuthService {
+    pub state: Arc<SharedState>,
+}
+
+impl RequestHandler for ForwardAuthService {
+    fn handle(
+        self,
+        req: Request<Incoming>,
+        peer: PeerInfo,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send + 'static {
+        respond(self.state, req, peer, Mode::ForwardAuth)
+    }
+}
+
+/// What the gateway does with an allowed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Forward it to the route's upstream.
+    Proxy,
+    /// Answer the proxy that asked, which forwards it itself.
+    ForwardAuth,
+}
+
 pub async fn handle(
     state: Arc<SharedState>,
     req: Request<Incoming>,
     peer: PeerInfo,
 ) -> Response<Body> {
+    respond(state, req, peer, Mode::Proxy).await
+}
+
+async fn respond(
+    state: Arc<SharedState>,
+    req: Request<Incoming>,
+    peer: PeerInfo,
+    mode: Mode,
+) -> Response<Body> {
     let started = Instant::now();
     let snapshot = state.load();
-    let flavor = ErrorFlavor::of(req.version(), req.method(), req.headers());
+    let caller = snapshot
+        .forward_auth
+        .as_ref()
+        .filter(|_| mode == Mode::ForwardAuth)
+        .and_then(|settings| Caller::of(settings, req.uri().path()));
+    let flavor = match caller {
+        Some(Caller::Nginx) => ErrorFlavor::NginxAuthRequest,
+        Some(_) => ErrorFlavor::ForwardAuth,
+        None => ErrorFlavor::of(req.version(), req.method(), req.headers()),
+    };
     let method = req.method().clone();
     let version = req.version();
     let trusted = snapshot.forward.is_trusted(peer.addr.ip());
@@ -63,9 +107,18 @@ pub async fn handle(
     // enabled whenever any logging is, so no level setting loses the correlation.
     let span = tracing::error_span!("request", request_id = id);
     let mut trace = Trace::default();
-    let outcome = pipeline(&snapshot, req, peer, &request_id, &mut trace)
-        .instrument(span)
-        .await;
+    let outcome = match mode {
+        Mode::Proxy => {
+            pipeline(&snapshot, req, peer, &request_id, &mut trace)
+                .instrument(span)
+                .await
+        }
+        Mode::ForwardAuth => {
+            decide_only(&snapshot, req, peer, caller, &request_id, &mut trace)
+                .instrument(span)
+                .await
+        }
+    };
     let elapsed = started.elapsed();
     let route_metrics = trace
         .decision
@@ -79,13 +132,9 @@ pub async fn handle(
     if let Some(upstream) = trace.upstream {
         route_metrics.upstream_answered(upstream.as_secs_f64());
     }
-    let (mut response, status, reason, detail) = match outcome {
-        Ok(response) => {
-            let status = response.status();
-            (response, status, "ok", None)
-        }
+    let (mut response, reason, detail) = match outcome {
+        Ok(response) => (response, "ok", None),
         Err(error) => {
-            let status = error.status();
             let reason = error.reason();
             if error.is_upstream() {
                 route_metrics.upstream_failed(reason);
@@ -100,14 +149,10 @@ pub async fn handle(
             if error.is_server_side() {
                 tracing::warn!(target: "authgate::access", request_id = id, reason, detail, "request failed");
             }
-            (
-                error.into_response(flavor, &snapshot.realm),
-                status,
-                reason,
-                detail,
-            )
+            (error.into_response(flavor, &snapshot.realm), reason, detail)
         }
     };
+    let status = response.status();
     if let (Some(_), Some(provider)) = (&trace.decision.authenticated, provider_metrics) {
         provider.allowed();
     }
@@ -134,6 +179,10 @@ pub async fn handle(
     tracing::info!(
         target: "authgate::access",
         request_id = id,
+        mode = match mode {
+            Mode::Proxy => "proxy",
+            Mode::ForwardAuth => "forward_auth",
+        },
         route,
         %method,
         host = trace.decision.host.as_deref().unwrap_or("-"),
@@ -150,6 +199,32 @@ pub async fn handle(
         "request"
     );
     response
+}
+
+/// Forward-auth: rebuild the original request from the calling proxy's headers, decide, and
+/// answer with the identity to copy. Only a trusted proxy may describe a request.
+async fn decide_only(
+    snapshot: &Snapshot,
+    req: Request<Incoming>,
+    peer: PeerInfo,
+    caller: Option<Caller>,
+    request_id: &HeaderValue,
+    trace: &mut Trace,
+) -> Result<Response<Body>, GatewayError> {
+    let (Some(caller), Some(settings)) = (caller, &snapshot.forward_auth) else {
+        return Err(GatewayError::NoRoute);
+    };
+    if !snapshot.forward.is_trusted(peer.addr.ip()) {
+        return Err(GatewayError::ForwardAuthUntrustedPeer);
+    }
+    let (head, _body) = req.into_parts();
+    let (mut original, scheme) = forward_auth::reconstruct(caller, settings, head)?;
+    decide(snapshot, &mut original, scheme, &mut trace.decision).await?;
+    Ok(forward_auth::allowed(
+        &snapshot.identity,
+        &original.headers,
+        request_id,
+    ))
 }
 
 async fn pipeline(

@@ -13,6 +13,7 @@ use crate::auth::identity::IdentityRules;
 use crate::auth::jwks::JwksCache;
 use crate::auth::jwt::{Provider, ProviderKeys, Verifier};
 use crate::auth::keys::{KeySet, VerifyKey};
+use crate::config::build::ForwardAuthSettings;
 use crate::config::build_auth::ProviderKeySettings;
 use crate::config::Config;
 use crate::ops::metrics::{Metrics, ProviderMetrics, RouteMetrics, NO_ROUTE};
@@ -38,6 +39,8 @@ pub struct Snapshot {
     pub unrouted: RouteMetrics,
     /// Indexed like the verifier's providers.
     pub provider_metrics: Vec<ProviderMetrics>,
+    /// The forward-auth paths, when forward-auth is configured.
+    pub forward_auth: Option<ForwardAuthSettings>,
 }
 
 impl Snapshot {
@@ -181,6 +184,7 @@ impl Snapshot {
             route_metrics,
             unrouted: metrics.route(NO_ROUTE),
             provider_metrics,
+            forward_auth: config.forward_auth.clone(),
         })
     }
 

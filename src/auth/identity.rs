@@ -261,6 +261,13 @@ impl IdentityRules {
         removed
     }
 
+    /// The names [`IdentityRules::inject`] may write.
+    pub fn injected_names(&self) -> impl Iterator<Item = &HeaderName> {
+        [&self.subject, &self.issuer]
+            .into_iter()
+            .chain(self.claims.iter().map(|c| &c.header))
+    }
+
     /// `name` is in the identity namespace, in any spelling.
     pub fn in_namespace(&self, name: &str) -> bool {
         let name = name.as_bytes();

@@ -26,7 +26,17 @@ pub struct Config {
     pub providers: Vec<ProviderSettings>,
     /// The admin listener's address, when configured.
     pub admin: Option<SocketAddr>,
+    pub forward_auth: Option<ForwardAuthSettings>,
     pub reload: ReloadSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardAuthSettings {
+    pub address: SocketAddr,
+    pub nginx_path: String,
+    pub traefik_path: String,
+    /// Envoy appends the original path to this prefix.
+    pub envoy_prefix: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -232,6 +242,59 @@ pub(super) fn build(
         }
         address
     });
+    let forward_auth = parsed.forward_auth.as_ref().and_then(|section| {
+        let address = section.get_ref().address.0;
+        let taken = listeners.iter().any(|l| l.address == address) || admin == Some(address);
+        if taken && address.port() != 0 {
+            errors.push(at.error_at(
+                section.span().start,
+                format!("forward_auth address {address} is already a listener or the admin address"),
+            ));
+        }
+        let mut path = |value: &Option<serde_spanned::Spanned<String>>, default: &str, key: &str| {
+            let Some(value) = value else {
+                return Some(default.to_string());
+            };
+            let raw = value.get_ref();
+            let plain = raw.starts_with('/')
+                && raw.len() > 1
+                && !raw.ends_with('/')
+                && raw
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
+                && !raw.contains("//");
+            if plain {
+                Some(raw.clone())
+            } else {
+                errors.push(at.error_at(
+                    value.span().start,
+                    format!("{key} {raw:?} must be an absolute path such as \"/nginx\" (letters, digits, '/', '-', '.', '_', '~'; no trailing slash)"),
+                ));
+                None
+            }
+        };
+        let s = section.get_ref();
+        let nginx_path = path(&s.nginx_path, file::DEFAULT_NGINX_PATH, "nginx_path")?;
+        let traefik_path = path(&s.traefik_path, file::DEFAULT_TRAEFIK_PATH, "traefik_path")?;
+        let envoy_prefix = path(&s.envoy_prefix, file::DEFAULT_ENVOY_PREFIX, "envoy_prefix")?;
+        let overlapping = nginx_path == traefik_path
+            || [&nginx_path, &traefik_path].iter().any(|p| {
+                p.as_str() == envoy_prefix || p.starts_with(&format!("{envoy_prefix}/"))
+            });
+        if overlapping {
+            errors.push(at.error_at(
+                section.span().start,
+                "forward_auth paths overlap: nginx_path, traefik_path and envoy_prefix (with everything under it) must be distinct",
+            ));
+            return None;
+        }
+        Some(ForwardAuthSettings {
+            address,
+            nginx_path,
+            traefik_path,
+            envoy_prefix,
+        })
+    });
     let reload = ReloadSettings {
         watch: parsed.reload.watch.unwrap_or(true),
         interval: timeout_or(parsed.reload.interval, file::DEFAULT_RELOAD_INTERVAL),
@@ -357,6 +420,7 @@ pub(super) fn build(
             auth: auth.ok_or_else(Vec::new)?,
             providers,
             admin,
+            forward_auth,
             reload,
         })
     } else {

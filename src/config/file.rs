@@ -47,6 +47,7 @@ pub struct FileConfig {
     #[serde(default, rename = "provider")]
     pub providers: Vec<Spanned<ProviderSection>>,
     pub admin: Option<Spanned<AdminSection>>,
+    pub forward_auth: Option<Spanned<ForwardAuthSection>>,
     #[serde(default)]
     pub reload: ReloadSection,
 }
@@ -58,6 +59,17 @@ pub struct AdminSection {
     pub address: ListenAddr,
 }
 
+/// The forward-auth listener: decisions for nginx `auth_request`, Traefik ForwardAuth and
+/// Envoy `ext_authz`, on its own address.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthSection {
+    pub address: ListenAddr,
+    pub nginx_path: Option<Spanned<String>>,
+    pub traefik_path: Option<Spanned<String>>,
+    pub envoy_prefix: Option<Spanned<String>>,
+}
+
 /// Hot reload: SIGHUP always; with `watch`, also when the config or a file it names changes.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +78,9 @@ pub struct ReloadSection {
     pub interval: Option<Timeout>,
 }
 
+pub const DEFAULT_NGINX_PATH: &str = "/nginx";
+pub const DEFAULT_TRAEFIK_PATH: &str = "/traefik";
+pub const DEFAULT_ENVOY_PREFIX: &str = "/envoy";
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 pub const DEFAULT_REALM: &str = "authgate";
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;

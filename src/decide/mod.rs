@@ -4,3 +4,4 @@
 //! request; each caller only presents the decision differently.
 
 pub mod decision;
+pub mod forward_auth;

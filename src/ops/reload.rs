@@ -27,6 +27,7 @@ use crate::state::{SharedState, Snapshot};
 struct Fixed {
     listeners: Vec<(std::net::SocketAddr, bool)>,
     admin: Option<std::net::SocketAddr>,
+    forward_auth: Option<std::net::SocketAddr>,
     server: ServerSettings,
     reload: config::build::ReloadSettings,
 }
@@ -45,6 +46,7 @@ impl Fixed {
                 .map(|l| (l.address, l.tls.is_some()))
                 .collect(),
             admin: config.admin,
+            forward_auth: config.forward_auth.as_ref().map(|f| f.address),
             server,
             reload: config.reload.clone(),
         }
@@ -56,6 +58,8 @@ impl Fixed {
             Some("[[listener]] addresses or TLS on/off changed")
         } else if self.admin != new.admin {
             Some("[admin] address changed")
+        } else if self.forward_auth != new.forward_auth {
+            Some("[forward_auth] address added, removed or changed")
         } else if self.server != new.server {
             Some("a [server] connection setting changed (only trusted_proxies, body_idle_timeout and upgrade_idle_timeout reload)")
         } else if self.reload != new.reload {
