@@ -1,5 +1,6 @@
-//! Command line: `run`, `check` and `demo`. `check` and `run` share one loading function, so a
-//! config that passes `check` is exactly one that starts.
+//! Command line: `run`, `check`, `demo` and `explain`. `check`, `run` and `explain` share one
+//! loading function, so a config that passes `check` is exactly one that starts, and `explain`
+//! decides with the code the gateway runs.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,6 +37,32 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Explain, step by step, why a request would be allowed or refused. Exit 0 when allowed,
+    /// 1 when refused, 2 on a usage or config error. Never prints a token's signature.
+    Explain {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The Bearer token to send (visible in `ps`; prefer --token-file).
+        #[arg(long, conflicts_with = "token_file")]
+        token: Option<String>,
+        /// A file holding the Bearer token (`-` reads standard input).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The request URL, e.g. https://api.example.com/orders?id=7
+        #[arg(long)]
+        url: String,
+        /// An extra request header, `Name: value`; repeatable.
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// Verify with the keys in this JWKS file instead of fetching the providers' JWKS.
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+        /// Print the trace as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start an echo upstream and the gateway in front of it, with an embedded demo config.
     Demo {
         /// Where the demo gateway listens.
@@ -63,6 +90,122 @@ pub fn main() -> ExitCode {
             block_on(crate::app::run(config))
         }
         Command::Demo { listen, admin } => block_on(crate::demo::run(listen, admin)),
+        Command::Explain {
+            config,
+            token,
+            token_file,
+            method,
+            url,
+            headers,
+            jwks,
+            json,
+        } => explain(ExplainArgs {
+            config,
+            token,
+            token_file,
+            method,
+            url,
+            headers,
+            jwks,
+            json,
+        }),
+    }
+}
+
+struct ExplainArgs {
+    config: PathBuf,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    method: String,
+    url: String,
+    headers: Vec<String>,
+    jwks: Option<PathBuf>,
+    json: bool,
+}
+
+/// Exit status 2: the question could not be asked (usage or config).
+fn usage(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("authgate explain: {message}");
+    ExitCode::from(2)
+}
+
+fn explain(args: ExplainArgs) -> ExitCode {
+    use crate::decide::explain::{self, Question};
+    let config = match crate::config::load(&args.config) {
+        Ok(config) => config,
+        Err(errors) => return usage(format!("config refused:\n{errors}")),
+    };
+    let Ok(method) = http::Method::from_bytes(args.method.as_bytes()) else {
+        return usage(format!("--method {:?} is not an HTTP method", args.method));
+    };
+    let url: http::Uri = match args.url.parse() {
+        Ok(url) => url,
+        Err(e) => return usage(format!("--url {:?}: {e}", args.url)),
+    };
+    let mut headers = Vec::new();
+    for raw in &args.headers {
+        let parsed = raw.split_once(':').and_then(|(name, value)| {
+            let name = http::HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
+            let value = http::HeaderValue::from_str(value.trim()).ok()?;
+            Some((name, value))
+        });
+        match parsed {
+            Some(header) => headers.push(header),
+            None => return usage(format!("-H {raw:?} is not `Name: value`")),
+        }
+    }
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => Some(token.trim().to_string()),
+        (None, Some(path)) => {
+            let read = if path.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(path)
+            };
+            match read {
+                Ok(text) => Some(text.trim().to_string()),
+                Err(e) => return usage(format!("--token-file {}: {e}", path.display())),
+            }
+        }
+        (None, None) => None,
+    };
+    let jwks = match &args.jwks {
+        None => None,
+        Some(path) => match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| crate::auth::keys::KeySet::parse(&bytes))
+        {
+            Ok(set) => Some(set),
+            Err(e) => return usage(format!("--jwks {}: {e}", path.display())),
+        },
+    };
+    let question = Question {
+        method,
+        url,
+        headers,
+        token,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return usage(format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(explain::explain(config, question, jwks)) {
+        Ok(answer) => {
+            if args.json {
+                println!("{}", answer.to_json());
+            } else {
+                print!("{}", answer.to_text());
+            }
+            if answer.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(message) => usage(message),
     }
 }
 

@@ -87,7 +87,47 @@ pub enum TokenError {
     MissingRequiredClaim,
 }
 
+/// The verification rules in the order [`Verifier::verify`] applies them; a failure names
+/// its rule through [`TokenError::rule`], so `authgate explain` can say which passed.
+pub const RULES: [&str; 12] = [
+    "size within max_token_bytes",
+    "three base64url JSON segments, no duplicate members, kid a short string",
+    "alg is not \"none\"",
+    "no critical header extensions (crit)",
+    "iss names a configured provider",
+    "the route accepts that provider",
+    "alg is in the provider's allowlist",
+    "typ matches the provider's",
+    "a key chosen by kid that fits the algorithm",
+    "signature",
+    "claims: types, exp present, aud, required claims",
+    "times: exp, nbf, iat within leeway",
+];
+
 impl TokenError {
+    /// The index in [`RULES`] of the rule this error breaks.
+    pub fn rule(&self) -> usize {
+        match self {
+            TokenError::TooLarge => 0,
+            TokenError::Malformed | TokenError::DuplicateMember => 1,
+            TokenError::AlgNone => 2,
+            TokenError::UnsupportedCrit => 3,
+            TokenError::UnknownIssuer
+            | TokenError::MissingClaim("iss")
+            | TokenError::InvalidClaimType("iss") => 4,
+            TokenError::ProviderNotAccepted => 5,
+            TokenError::AlgorithmNotAllowed => 6,
+            TokenError::TypMismatch => 7,
+            TokenError::UnknownKid | TokenError::MissingKid | TokenError::KeyMismatch => 8,
+            TokenError::BadSignature => 9,
+            TokenError::MissingClaim(_)
+            | TokenError::InvalidClaimType(_)
+            | TokenError::AudienceMismatch
+            | TokenError::MissingRequiredClaim => 10,
+            TokenError::Expired | TokenError::NotYetValid | TokenError::IssuedInFuture => 11,
+        }
+    }
+
     pub fn reason(self) -> &'static str {
         match self {
             TokenError::Malformed => "malformed_token",
@@ -152,7 +192,9 @@ impl From<TokenError> for VerifyError {
 /// Where a provider's keys come from.
 pub enum ProviderKeys {
     Jwks(Arc<JwksCache>),
-    Secret(Arc<KeySet>),
+    /// A fixed key set: a configured HMAC secret, or the JWKS file `authgate explain --jwks`
+    /// reads instead of fetching.
+    Static(Arc<KeySet>),
 }
 
 /// A configured token issuer, validated.
@@ -175,7 +217,7 @@ pub struct Provider {
 impl Provider {
     async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerifyKey>, VerifyError> {
         let selected = match &self.keys {
-            ProviderKeys::Secret(set) => match set.select(None, alg) {
+            ProviderKeys::Static(set) => match set.select(None, alg) {
                 crate::auth::keys::Selection::Found(key) => Ok(key),
                 _ => Err(KeyError::Mismatch),
             },
@@ -191,7 +233,7 @@ impl Provider {
 
     fn still_has_key(&self, fingerprint: &[u8; 32]) -> bool {
         match &self.keys {
-            ProviderKeys::Secret(set) => set.contains(fingerprint),
+            ProviderKeys::Static(set) => set.contains(fingerprint),
             ProviderKeys::Jwks(cache) => {
                 cache.usable().is_some_and(|set| set.contains(fingerprint))
             }
@@ -200,7 +242,7 @@ impl Provider {
 
     pub fn is_ready(&self) -> bool {
         match &self.keys {
-            ProviderKeys::Secret(_) => true,
+            ProviderKeys::Static(_) => true,
             ProviderKeys::Jwks(cache) => cache.is_ready(),
         }
     }

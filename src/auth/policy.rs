@@ -134,6 +134,54 @@ impl Policy {
         Ok(())
     }
 
+    /// Every requirement, in words, each with whether `token` (if given) meets it, for
+    /// `authgate explain`. Built from the same checks as [`Policy::check`].
+    pub fn explain(&self, token: Option<&VerifiedToken>) -> Vec<(String, Option<bool>)> {
+        let claims = token.map(|t| t.claims.as_ref());
+        let mut out = Vec::new();
+        if !self.scopes_all.is_empty() || !self.scopes_any.is_empty() {
+            let mut words = Vec::new();
+            if !self.scopes_all.is_empty() {
+                words.push(format!("every scope of [{}]", self.scopes_all.join(" ")));
+            }
+            if !self.scopes_any.is_empty() {
+                words.push(format!("one scope of [{}]", self.scopes_any.join(" ")));
+            }
+            let held = claims.map(|c| self.check_scopes(c).is_ok());
+            out.push((format!("scope: {}", words.join(" and ")), held));
+        }
+        if let Some(roles) = &self.roles {
+            let mut words = Vec::new();
+            if !roles.all.is_empty() {
+                words.push(format!("every role of [{}]", roles.all.join(" ")));
+            }
+            if !roles.any.is_empty() {
+                words.push(format!("one role of [{}]", roles.any.join(" ")));
+            }
+            let held = claims.map(|c| roles.check(c).is_ok());
+            out.push((
+                format!("roles at {}: {}", roles.claim, words.join(" and ")),
+                held,
+            ));
+        }
+        for rule in &self.claims {
+            let test = match &rule.test {
+                ClaimTest::Equals(v) => format!("equals {v}"),
+                ClaimTest::Contains(v) => format!("contains {v}"),
+                ClaimTest::AnyOf(vs) => format!(
+                    "is one of [{}]",
+                    vs.iter()
+                        .map(Value::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            let held = claims.map(|c| rule.holds(c));
+            out.push((format!("claim {} {test}", rule.claim), held));
+        }
+        out
+    }
+
     fn check_scopes(&self, claims: &Map<String, Value>) -> Result<(), PolicyDenied> {
         let granted = granted_scopes(claims);
         let has = |scope: &String| granted.contains(&scope.as_str());

@@ -51,6 +51,8 @@ pub struct ProviderSettings {
 pub enum ProviderKeySettings {
     Jwks(Box<JwksKeySettings>),
     Secret(Arc<[u8]>),
+    /// Keys given whole, never fetched: what `authgate explain --jwks FILE` substitutes.
+    Fixed(Arc<crate::auth::keys::KeySet>),
 }
 
 #[derive(Clone)]
@@ -325,7 +327,7 @@ pub(super) fn build_providers(
         let require_exp = p.require_exp.unwrap_or(true);
         let secret_digest = match &keys {
             ProviderKeySettings::Secret(bytes) => crate::auth::keys::sha256(&[bytes]),
-            ProviderKeySettings::Jwks(_) => [0; 32],
+            ProviderKeySettings::Jwks(_) | ProviderKeySettings::Fixed(_) => [0; 32],
         };
         let described = match &keys {
             ProviderKeySettings::Jwks(jwks) => {
@@ -341,7 +343,7 @@ pub(super) fn build_providers(
                     jwks.source, jwks.settings, jwks.ca_bundle
                 )
             }
-            ProviderKeySettings::Secret(_) => String::new(),
+            ProviderKeySettings::Secret(_) | ProviderKeySettings::Fixed(_) => String::new(),
         };
         let fingerprint = crate::auth::keys::sha256(&[
             name.as_bytes(),

@@ -31,6 +31,8 @@ pub struct Trace {
     pub provider: Option<usize>,
     /// The credential's source, once one was found.
     pub credential: Option<Source>,
+    /// The token went to verification (nothing before it refused the request).
+    pub verify_attempted: bool,
     /// Set once the token passed the denylist and the route's policy.
     pub authenticated: Option<Arc<VerifiedToken>>,
     /// Request headers removed before anything read them, by kind.
@@ -156,6 +158,7 @@ pub async fn decide(
             check_origin(head, route, scheme, host.as_ref())?;
         }
     }
+    trace.verify_attempted = credential.is_some();
     let token = match &credential {
         Some(credential) => Some(
             authenticate(snapshot, index, credential, trace)

@@ -4,4 +4,5 @@
 //! request; each caller only presents the decision differently.
 
 pub mod decision;
+pub mod explain;
 pub mod forward_auth;
