@@ -23,6 +23,9 @@ pub enum GatewayError {
     },
     /// The client stopped sending the request body for longer than the body idle timeout.
     RequestBodyTimeout,
+    /// The client's request body broke its own framing (a bad chunk, a length it did not
+    /// keep): the exchange with the upstream was abandoned mid-request.
+    RequestBodyInvalid,
     /// The upstream could not be reached (refused, reset, DNS, TLS).
     UpstreamUnreachable {
         detail: String,
@@ -117,6 +120,7 @@ impl GatewayError {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::RequestBodyInvalid => StatusCode::BAD_REQUEST,
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -142,6 +146,7 @@ impl GatewayError {
             GatewayError::NoRoute => "no_route",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::RequestBodyTimeout => "request_body_timeout",
+            GatewayError::RequestBodyInvalid => "bad_request_body",
             GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
             GatewayError::UpstreamConnectTimeout => "upstream_connect_timeout",
             GatewayError::UpstreamTimeout => "upstream_timeout",
@@ -167,6 +172,7 @@ impl GatewayError {
                 | GatewayError::UpstreamConnectTimeout
                 | GatewayError::UpstreamTimeout
                 | GatewayError::RequestBodyTimeout
+                | GatewayError::RequestBodyInvalid
         )
     }
 
@@ -204,6 +210,7 @@ impl GatewayError {
             GatewayError::NoRoute => grpc_code::UNIMPLEMENTED,
             GatewayError::MethodNotAllowed { .. } => grpc_code::UNIMPLEMENTED,
             GatewayError::RequestBodyTimeout => grpc_code::DEADLINE_EXCEEDED,
+            GatewayError::RequestBodyInvalid => grpc_code::INVALID_ARGUMENT,
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => {
                 grpc_code::UNAVAILABLE
             }
@@ -311,7 +318,10 @@ impl GatewayError {
         if matches!(self, GatewayError::KeysUnavailable) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
-        if matches!(self, GatewayError::RequestBodyTimeout) {
+        if matches!(
+            self,
+            GatewayError::RequestBodyTimeout | GatewayError::RequestBodyInvalid
+        ) {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response

@@ -86,7 +86,9 @@ async fn key_rotation_under_concurrent_requests_has_zero_failures() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Past the 300ms window after the startup fetch, so the first token with the new kid may
+    // start a fetch (inside the window it would be refused at once, without waiting).
+    tokio::time::sleep(Duration::from_millis(800)).await;
     // The IdP publishes the new key and starts signing with it at the same moment.
     idp.set_keys(vec![
         old.public_jwk(true).unwrap(),
@@ -277,4 +279,131 @@ async fn cache_control_max_age_sets_the_refresh_within_bounds() {
     })
     .await;
     assert!(stopped, "refreshes went on despite max-age=3600");
+}
+
+/// Tokens whose kid no IdP key has, one `kid` per token, signed by a key the IdP never published.
+fn foreign_tokens(issuer: &str, count: usize) -> Vec<String> {
+    let foreign = SigningKey::generate(Algorithm::ES256, None).unwrap();
+    (0..count)
+        .map(|i| {
+            let header =
+                serde_json::json!({"alg": "ES256", "kid": format!("other-env-{i}")}).to_string();
+            foreign.sign_raw(&header, &claims(issuer, &format!("s{i}")).to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_kids_one_after_another_never_wait_for_the_window() {
+    let (key, idp) = issuer_with_key(Algorithm::RS256, Some("real")).await;
+    let window = Duration::from_secs(2);
+    let gw = gateway(&idp, "jwks_unknown_kid_interval = \"2s\"").await;
+    let issuer = idp.issuer();
+    assert_eq!(
+        status(&gw, &key.token(&claims(&issuer, "warm"))).await.0,
+        200
+    );
+    let tokens = foreign_tokens(&issuer, 200);
+    // Past the window, so the first unknown kid may fetch and the rest are inside the next one.
+    tokio::time::sleep(window + Duration::from_millis(100)).await;
+    let before = idp.jwks_fetches();
+    let client = h1_client();
+    let url = format!("http://{}/x", gw.addrs[0]);
+    let started = Instant::now();
+    for token in &tokens {
+        let reply = send(&client, bearer(&url, token)).await;
+        assert_eq!(
+            (reply.status, reply.reason().as_str()),
+            (401, "unknown_kid")
+        );
+    }
+    let elapsed = started.elapsed();
+    let fetches = idp.jwks_fetches() - before;
+    println!("200 sequential unknown kids: {fetches} fetch(es), {elapsed:?} in total");
+    assert!(
+        fetches >= 1,
+        "the first unknown kid past the window did not fetch"
+    );
+    assert!(fetches <= 2, "{fetches} fetches for 200 unknown kids");
+    // Generous: the old rule held each new kid for up to a window (2s), i.e. minutes in total.
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_kids_during_an_outage_get_503_at_once() {
+    let (key, idp) = issuer_with_key(Algorithm::RS256, Some("real")).await;
+    let gw = gateway(&idp, "jwks_unknown_kid_interval = \"1s\"").await;
+    let issuer = idp.issuer();
+    assert_eq!(
+        status(&gw, &key.token(&claims(&issuer, "warm"))).await.0,
+        200
+    );
+    let tokens = foreign_tokens(&issuer, 50);
+    idp.set_down(true);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = idp.jwks_fetches();
+    let client = h1_client();
+    let url = format!("http://{}/x", gw.addrs[0]);
+    let started = Instant::now();
+    for token in &tokens {
+        let reply = send(&client, bearer(&url, token)).await;
+        assert_eq!(
+            (reply.status, reply.reason().as_str()),
+            (503, "keys_unavailable")
+        );
+        assert_eq!(reply.headers["retry-after"], "5");
+    }
+    let elapsed = started.elapsed();
+    let fetches = idp.jwks_fetches() - before;
+    println!("50 sequential unknown kids while the IdP is down: {fetches} fetch(es), {elapsed:?}");
+    assert!(fetches <= 2, "{fetches} fetches");
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    // The published key still verifies from the last good set.
+    assert_eq!(status(&gw, &key.token(&claims(&issuer, "ok"))).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_just_published_key_is_picked_up_on_first_use() {
+    let (old, idp) = issuer_with_key(Algorithm::RS256, Some("old")).await;
+    let gw = gateway(&idp, "jwks_unknown_kid_interval = \"500ms\"").await;
+    let issuer = idp.issuer();
+    assert_eq!(status(&gw, &old.token(&claims(&issuer, "a"))).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let new = SigningKey::generate(Algorithm::ES256, Some("new")).unwrap();
+    idp.set_keys(vec![
+        old.public_jwk(true).unwrap(),
+        new.public_jwk(true).unwrap(),
+    ]);
+    let before = idp.jwks_fetches();
+    assert_eq!(status(&gw, &new.token(&claims(&issuer, "b"))).await.0, 200);
+    assert_eq!(idp.jwks_fetches() - before, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_and_discovery_requests_name_authgate() {
+    let expected = format!("authgate/{}", env!("CARGO_PKG_VERSION"));
+    let (key, idp) = issuer_with_key(Algorithm::ES256, Some("k")).await;
+    let gw = gateway(&idp, "").await;
+    assert_eq!(
+        status(&gw, &key.token(&claims(&idp.issuer(), "a"))).await.0,
+        200
+    );
+    assert_eq!(idp.jwks_user_agent().as_deref(), Some(expected.as_str()));
+
+    let (key, idp) = issuer_with_key(Algorithm::ES256, Some("d")).await;
+    let up = echo().await;
+    let gw = start(&format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n[[provider]]\nname = \"oidc\"\nissuer = \"{}\"\ndiscovery = true\naudiences = [\"api\"]\nalgorithms = [\"ES256\"]\n[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://{up}\"\n",
+        idp.issuer()
+    ))
+    .await;
+    assert_eq!(
+        status(&gw, &key.token(&claims(&idp.issuer(), "a"))).await.0,
+        200
+    );
+    assert_eq!(
+        idp.discovery_user_agent().as_deref(),
+        Some(expected.as_str())
+    );
+    assert_eq!(idp.jwks_user_agent().as_deref(), Some(expected.as_str()));
 }

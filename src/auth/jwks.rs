@@ -2,12 +2,18 @@
 //! every request, refreshed in the background and on an unknown `kid`.
 //!
 //! Fetches are coalesced (concurrent callers await one shared fetch) and rate-limited per
-//! provider (`jwks_unknown_kid_interval`): a caller that needs a fetch inside the floor waits for
-//! the next window instead of starting another, so a flood of random `kid`s costs at most one
-//! fetch per window, while a key the IdP has just started signing with is picked up within it.
-//! Kids still unknown after a fetch are remembered for one window and refused at once. A failed
-//! fetch never replaces good keys: the last good set serves until `jwks_max_staleness`. No lock
-//! is held across network I/O. This step never trusts anything from the token but its `kid`.
+//! provider (`jwks_unknown_kid_interval`). A request never waits for a fetch the rate limit has
+//! not yet allowed: it joins the fetch in flight, or starts one when the window allows it, or
+//! else gets its answer at once (`unknown_kid` after a good fetch, `keys_unavailable` after a
+//! failed one). Waiting for the next window would hold every token from another environment for
+//! up to a window, hold every request for a window during an outage, and let a client sending
+//! unknown kids one by one keep the gateway fetching once per window. The price: a key first
+//! used inside the window that follows an unrelated fetch is refused until the next fetch. IdPs
+//! publish a key before they sign with it, so in practice the scheduled refresh or the first
+//! allowed fetch has it by then. Kids still unknown after a fetch are remembered for one window
+//! and refused at once. A failed fetch never replaces good keys: the last good set serves until
+//! `jwks_max_staleness`. No lock is held across network I/O. This step never trusts anything
+//! from the token but its `kid`.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -80,6 +86,9 @@ pub fn check_fetch_uri(uri: &Uri, allow_insecure_http: bool) -> Result<(), Strin
     }
 }
 
+/// Sent with every JWKS and discovery request, so an IdP's logs tell the gateway's fetches apart.
+const USER_AGENT: &str = concat!("authgate/", env!("CARGO_PKG_VERSION"));
+
 type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 struct Fetched {
@@ -109,6 +118,11 @@ pub struct JwksCache {
     state: Mutex<RefreshState>,
     unknown_kids: moka::sync::Cache<String, ()>,
     metrics: JwksMetrics,
+}
+
+/// The rate limit did not allow a fetch now; says how the last one ended.
+struct Refused {
+    last_fetch_ok: bool,
 }
 
 /// What a key lookup can fail with.
@@ -207,11 +221,19 @@ impl JwksCache {
                 return Err(KeyError::UnknownKid);
             }
         }
-        if current.is_none() && self.failed_recently() {
-            // Waiting for the next window would only delay a 503 during an outage.
-            return Err(KeyError::Unavailable);
-        }
-        let refreshed = self.refresh().await.map_err(|_| KeyError::Unavailable)?;
+        let fetch = match self.join_or_start(true) {
+            Ok(fetch) => fetch,
+            // Not negative-cached: the kid was not looked up, and caching it would keep refusing
+            // a just-published key after the window reopens.
+            Err(Refused { last_fetch_ok }) => {
+                return Err(if last_fetch_ok && current.is_some() {
+                    KeyError::UnknownKid
+                } else {
+                    KeyError::Unavailable
+                });
+            }
+        };
+        let refreshed = fetch.await.map_err(|_| KeyError::Unavailable)?;
         match refreshed.select(kid, alg) {
             Selection::Found(key) => Ok(key),
             Selection::MissingKid => Err(KeyError::MissingKid),
@@ -225,63 +247,47 @@ impl JwksCache {
         }
     }
 
-    fn failed_recently(&self) -> bool {
-        let state = self.lock_state();
-        state.in_flight.is_none()
-            && state
-                .last_attempt
-                .is_some_and(|last| last.elapsed() < self.settings.unknown_kid_interval)
-            && state
-                .last_success
-                .is_none_or(|ok| ok < state.last_attempt.unwrap_or(ok))
-    }
-
-    /// Joins the fetch in flight, or starts one at the earliest moment the rate limit allows.
-    pub async fn refresh(self: &Arc<Self>) -> Result<Arc<KeySet>, FetchError> {
-        self.fetch_coalesced(true).await
-    }
-
     /// The scheduled refresh: not held to the unknown-kid window, which exists to bound fetches
     /// that requests trigger, not the ones the configured interval asks for.
     async fn scheduled_refresh(self: &Arc<Self>) -> Result<Arc<KeySet>, FetchError> {
-        self.fetch_coalesced(false).await
+        match self.join_or_start(false) {
+            Ok(fetch) => fetch.await,
+            Err(_) => Err(FetchError("refresh refused".into())),
+        }
     }
 
-    async fn fetch_coalesced(
-        self: &Arc<Self>,
-        rate_limited: bool,
-    ) -> Result<Arc<KeySet>, FetchError> {
-        let shared = {
-            let mut state = self.lock_state();
-            match &state.in_flight {
-                Some(in_flight) => in_flight.clone(),
-                None => {
-                    let wait = state.last_attempt.filter(|_| rate_limited).map_or(
-                        Duration::ZERO,
-                        |last| {
-                            (last + self.settings.unknown_kid_interval)
-                                .saturating_duration_since(Instant::now())
-                        },
-                    );
-                    let this = self.clone();
-                    let fetch = async move {
-                        tokio::time::sleep(wait).await;
-                        let result = this.fetch_and_store().await;
-                        this.lock_state().in_flight = None;
-                        result
-                    }
-                    .boxed()
-                    .shared();
-                    state.in_flight = Some(fetch.clone());
-                    fetch
+    /// The fetch in flight, or a new one when the rate limit (if it applies) allows it now.
+    fn join_or_start(self: &Arc<Self>, rate_limited: bool) -> Result<SharedFetch, Refused> {
+        let mut state = self.lock_state();
+        if let Some(in_flight) = &state.in_flight {
+            return Ok(in_flight.clone());
+        }
+        let now = Instant::now();
+        if rate_limited {
+            if let Some(last) = state.last_attempt {
+                if now.saturating_duration_since(last) < self.settings.unknown_kid_interval {
+                    return Err(Refused {
+                        last_fetch_ok: state.last_success.is_some_and(|ok| ok >= last),
+                    });
                 }
             }
-        };
-        shared.await
+        }
+        // Recorded under the same lock as `in_flight`, so no second caller can slip past the
+        // rate limit between the check and the start.
+        state.last_attempt = Some(now);
+        let this = self.clone();
+        let fetch = async move {
+            let result = this.fetch_and_store().await;
+            this.lock_state().in_flight = None;
+            result
+        }
+        .boxed()
+        .shared();
+        state.in_flight = Some(fetch.clone());
+        Ok(fetch)
     }
 
     async fn fetch_and_store(&self) -> Result<Arc<KeySet>, FetchError> {
-        self.lock_state().last_attempt = Some(Instant::now());
         let outcome =
             tokio::time::timeout(self.settings.fetch_timeout.saturating_mul(2), self.fetch()).await;
         match outcome {
@@ -361,6 +367,7 @@ impl JwksCache {
     async fn get(&self, uri: &Uri) -> Result<(Bytes, Option<Duration>), FetchError> {
         let request = Request::get(uri.clone())
             .header(header::ACCEPT, "application/json")
+            .header(header::USER_AGENT, USER_AGENT)
             .body(empty())
             .map_err(|e| FetchError(format!("bad request: {e}")))?;
         let response =

@@ -202,6 +202,8 @@ pub struct JwksServer {
     down: AtomicBool,
     jwks_fetches: AtomicU64,
     discovery_fetches: AtomicU64,
+    /// The `User-Agent` of the last JWKS and discovery request, in that order.
+    user_agents: Mutex<(Option<String>, Option<String>)>,
 }
 
 impl JwksServer {
@@ -217,6 +219,7 @@ impl JwksServer {
             down: AtomicBool::new(false),
             jwks_fetches: AtomicU64::new(0),
             discovery_fetches: AtomicU64::new(0),
+            user_agents: Mutex::new((None, None)),
         });
         let serving = server.clone();
         tokio::spawn(async move {
@@ -286,6 +289,22 @@ impl JwksServer {
         self.discovery_fetches.load(Ordering::SeqCst)
     }
 
+    /// The `User-Agent` of the last JWKS request.
+    pub fn jwks_user_agent(&self) -> Option<String> {
+        self.lock_user_agents().0.clone()
+    }
+
+    /// The `User-Agent` of the last discovery request.
+    pub fn discovery_user_agent(&self) -> Option<String> {
+        self.lock_user_agents().1.clone()
+    }
+
+    fn lock_user_agents(&self) -> std::sync::MutexGuard<'_, (Option<String>, Option<String>)> {
+        self.user_agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn login(&self, query: Option<&str>) -> Response<Body> {
         let Some((cookie, token, return_origin)) = self.lock().login.clone() else {
             let mut response = Response::new(full("no login configured"));
@@ -316,6 +335,15 @@ impl JwksServer {
 
     fn answer(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path();
+        let user_agent = req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        match path {
+            "/jwks" => self.lock_user_agents().0 = user_agent,
+            "/.well-known/openid-configuration" => self.lock_user_agents().1 = user_agent,
+            _ => {}
+        }
         let (counter, body, cache_control) = match path {
             "/jwks" => {
                 let published = self.lock();

@@ -38,8 +38,26 @@ impl std::fmt::Display for BodyIdleTimeout {
 
 impl std::error::Error for BodyIdleTimeout {}
 
+/// The client's request body failed (broken chunked framing, a length not kept, a reset
+/// stream): the client's fault, not the upstream's, though it surfaces as a failed upstream call.
+#[derive(Debug)]
+pub struct ClientBodyError(BoxError);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// Fails with [`BodyIdleTimeout`] when no frame arrives within `idle`.
+    /// Fails with [`BodyIdleTimeout`] when no frame arrives within `idle`; the inner body's own
+    /// errors come out as [`ClientBodyError`].
     pub struct IdleTimeoutBody<B> {
         #[pin]
         inner: B,
@@ -83,7 +101,9 @@ where
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.deadline.as_mut().reset(Instant::now() + *this.idle);
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                Poll::Ready(
+                    frame.map(|f| f.map_err(|e| Box::new(ClientBodyError(e.into())) as BoxError)),
+                )
             }
             Poll::Pending => match this.deadline.poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdleTimeout)))),
@@ -103,9 +123,18 @@ where
 
 /// True when `error` or anything it wraps is a [`BodyIdleTimeout`].
 pub fn is_body_idle_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    wraps::<BodyIdleTimeout>(error)
+}
+
+/// True when `error` or anything it wraps is a [`ClientBodyError`].
+pub fn is_client_body_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    wraps::<ClientBodyError>(error)
+}
+
+fn wraps<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(e) = current {
-        if e.is::<BodyIdleTimeout>() {
+        if e.is::<E>() {
             return true;
         }
         current = e.source();

@@ -95,6 +95,10 @@ impl<H: RequestHandler> ConnectionServer<H> {
         if closing {
             conn.as_mut().graceful_shutdown();
         }
+        // A graceful close waits for streams in flight and must flush a GOAWAY: a client that
+        // never reads, or never opens its flow-control window, would hold it open for ever. So
+        // once closing, another `idle_timeout` without a byte moving ends the connection hard.
+        let mut closing_since = closing.then(tokio::time::Instant::now);
         let mut idle_check = tokio::time::interval(self.idle_timeout / 4);
         idle_check.tick().await;
         loop {
@@ -107,13 +111,23 @@ impl<H: RequestHandler> ConnectionServer<H> {
                 }
                 _ = stop.changed(), if !closing => {
                     closing = true;
+                    closing_since = Some(tokio::time::Instant::now());
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = idle_check.tick(), if !closing => {
-                    if activity.idle_for() >= self.idle_timeout {
-                        tracing::debug!(peer = %peer.addr, "closing idle connection");
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
+                _ = idle_check.tick() => {
+                    let idle = activity.idle_for() >= self.idle_timeout;
+                    match closing_since {
+                        None if idle => {
+                            tracing::debug!(peer = %peer.addr, "closing idle connection");
+                            closing = true;
+                            closing_since = Some(tokio::time::Instant::now());
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        Some(since) if idle && since.elapsed() >= self.idle_timeout => {
+                            tracing::debug!(peer = %peer.addr, "connection stalled while closing; dropping it");
+                            break;
+                        }
+                        _ => {}
                     }
                 }
             }

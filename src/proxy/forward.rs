@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::auth::identity::IdentityRules;
 use crate::config::file::UpstreamProtocol;
 use crate::config::UpstreamDefaults;
-use crate::edge::body::{is_body_idle_timeout, Body, IdleTimeoutBody};
+use crate::edge::body::{is_body_idle_timeout, is_client_body_error, Body, IdleTimeoutBody};
 use crate::edge::headers::{
     has_prefix, is_hop_by_hop, is_one_of, remove_where, strip_hop_by_hop, CLIENT_DESCRIBING,
     METHOD_OVERRIDES, PATH_OVERRIDES, SET_WHEN_FORWARDING,
@@ -342,6 +342,20 @@ pub async fn send(
     } else if let Ok(value) = HeaderValue::from_str(out.route.upstream.authority.as_str()) {
         parts.headers.insert(header::HOST, value);
     }
+    if parts.headers.contains_key(header::CONTENT_LENGTH) {
+        // The upstream must frame the body by the length the gateway framed it by: a value such
+        // as `0005` would otherwise pass verbatim, and parsers disagree on such spellings.
+        match http_body::Body::size_hint(&body).exact() {
+            Some(length) => {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
+            None => {
+                parts.headers.remove(header::CONTENT_LENGTH);
+            }
+        }
+    }
     let allow_underscore = out.route.allow_underscore_headers;
     keep_allowed_trailer_names(&mut parts.headers, out.identity, allow_underscore);
     let body = if send_body {
@@ -486,6 +500,9 @@ fn keep_allowed_trailer_names(
 fn classify(error: &hyper_util::client::legacy::Error) -> GatewayError {
     if is_body_idle_timeout(error) {
         return GatewayError::RequestBodyTimeout;
+    }
+    if is_client_body_error(error) {
+        return GatewayError::RequestBodyInvalid;
     }
     let detail = error_chain(error);
     if error.is_connect() {

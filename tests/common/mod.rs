@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 
 pub use authgate::app::Gateway;
 
+pub mod h2raw;
+
 /// A fresh directory under the system temp dir, unique to this process and call.
 pub fn temp_dir(label: &str) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
