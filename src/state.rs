@@ -95,9 +95,9 @@ impl Snapshot {
             }
             let keys = match &settings.keys {
                 ProviderKeySettings::Secret(secret) => {
-                    ProviderKeys::Static(Arc::new(KeySet::single(VerifyKey::from_secret(secret))))
+                    ProviderKeys::Secret(Arc::new(KeySet::single(VerifyKey::from_secret(secret))))
                 }
-                ProviderKeySettings::Fixed(set) => ProviderKeys::Static(set.clone()),
+                ProviderKeySettings::Fixed(set) => ProviderKeys::Fixed(set.clone()),
                 ProviderKeySettings::Jwks(jwks) => {
                     let cache = JwksCache::new(
                         settings.name.clone(),

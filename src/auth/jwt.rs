@@ -192,9 +192,11 @@ impl From<TokenError> for VerifyError {
 /// Where a provider's keys come from.
 pub enum ProviderKeys {
     Jwks(Arc<JwksCache>),
-    /// A fixed key set: a configured HMAC secret, or the JWKS file `authgate explain --jwks`
-    /// reads instead of fetching.
-    Static(Arc<KeySet>),
+    /// A configured HMAC secret: one key, whatever `kid` the token names.
+    Secret(Arc<KeySet>),
+    /// A key set given whole and chosen from by `kid` exactly as a fetched JWKS is: what
+    /// `authgate explain --jwks FILE` uses instead of fetching.
+    Fixed(Arc<KeySet>),
 }
 
 /// A configured token issuer, validated.
@@ -217,9 +219,15 @@ pub struct Provider {
 impl Provider {
     async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerifyKey>, VerifyError> {
         let selected = match &self.keys {
-            ProviderKeys::Static(set) => match set.select(None, alg) {
+            ProviderKeys::Secret(set) => match set.select(None, alg) {
                 crate::auth::keys::Selection::Found(key) => Ok(key),
                 _ => Err(KeyError::Mismatch),
+            },
+            ProviderKeys::Fixed(set) => match set.select(kid, alg) {
+                crate::auth::keys::Selection::Found(key) => Ok(key),
+                crate::auth::keys::Selection::UnknownKid => Err(KeyError::UnknownKid),
+                crate::auth::keys::Selection::MissingKid => Err(KeyError::MissingKid),
+                crate::auth::keys::Selection::Mismatch => Err(KeyError::Mismatch),
             },
             ProviderKeys::Jwks(cache) => cache.key_for(kid, alg).await,
         };
@@ -233,7 +241,7 @@ impl Provider {
 
     fn still_has_key(&self, fingerprint: &[u8; 32]) -> bool {
         match &self.keys {
-            ProviderKeys::Static(set) => set.contains(fingerprint),
+            ProviderKeys::Secret(set) | ProviderKeys::Fixed(set) => set.contains(fingerprint),
             ProviderKeys::Jwks(cache) => {
                 cache.usable().is_some_and(|set| set.contains(fingerprint))
             }
@@ -242,7 +250,7 @@ impl Provider {
 
     pub fn is_ready(&self) -> bool {
         match &self.keys {
-            ProviderKeys::Static(_) => true,
+            ProviderKeys::Secret(_) | ProviderKeys::Fixed(_) => true,
             ProviderKeys::Jwks(cache) => cache.is_ready(),
         }
     }

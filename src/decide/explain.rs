@@ -166,7 +166,6 @@ pub async fn explain(
             &trace,
             question.token.as_deref(),
             &outcome,
-            jwks.is_some(),
             &mut steps,
         )
         .await;
@@ -361,7 +360,13 @@ fn describe(route: &Route) -> String {
 
 fn credential_step(route: &Route, trace: &Trace, token: Option<&str>) -> Step {
     let lines = match (trace.credential, token) {
-        (Some(source), _) => vec![format!("found in {source:?} (value never printed)")],
+        (Some(source), _) => vec![format!(
+            "found in {} (value never printed)",
+            match source {
+                crate::auth::credential::Source::AuthorizationHeader => "Authorization: Bearer",
+                crate::auth::credential::Source::Cookie => "the session cookie",
+            }
+        )],
         (None, Some(_)) if route.auth.mode == crate::config::file::AuthMode::Public => {
             vec!["public route: credentials are not read".into()]
         }
@@ -389,7 +394,6 @@ async fn verification_steps<T>(
     trace: &Trace,
     token: Option<&str>,
     outcome: &Result<T, GatewayError>,
-    keys_from_file: bool,
     steps: &mut Vec<Step>,
 ) -> Option<Arc<crate::auth::jwt::VerifiedToken>> {
     let token = token.filter(|_| trace.verify_attempted)?;
@@ -418,8 +422,8 @@ async fn verification_steps<T>(
             {
                 Some(provider) => {
                     let source = match &provider.keys {
-                        ProviderKeys::Static(_) if keys_from_file => "the --jwks file".to_string(),
-                        ProviderKeys::Static(_) => "its configured secret".to_string(),
+                        ProviderKeys::Fixed(_) => "the --jwks file".to_string(),
+                        ProviderKeys::Secret(_) => "its configured secret".to_string(),
                         ProviderKeys::Jwks(_) => "its JWKS (fetched live)".to_string(),
                     };
                     lines.push(format!(
