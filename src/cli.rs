@@ -76,7 +76,8 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::ops::telemetry::init(cli.log_format);
+    // Held to the end of main: dropping it flushes the log lines still buffered.
+    let _log_writer = crate::ops::telemetry::init(cli.log_format);
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => {
@@ -228,11 +229,27 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
+/// One worker per CPU this process may actually use: `available_parallelism` reads the CPU
+/// affinity mask and the cgroup CPU quota, so a sidecar limited to half a core on a 64-core node
+/// gets one worker, not 64. With one, a current-thread runtime: waking an upstream
+/// connection's task on another worker thread costs context switches and buys nothing.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    tracing::info!(workers, "starting the runtime");
+    if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+}
+
 fn block_on(future: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

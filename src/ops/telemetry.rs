@@ -10,12 +10,20 @@ pub enum LogFormat {
     Json,
 }
 
-pub fn init(format: LogFormat) {
+/// Installs the subscriber. Lines are written to stderr by a background thread, so a request
+/// never waits for a write system call; nothing is dropped (a writer that cannot keep up slows
+/// logging down rather than losing access or audit lines). Keep the returned guard alive until
+/// the process exits: dropping it flushes what is still buffered.
+pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("authgate-log")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         // The request span's fields (its request id) on every line; the span list would only
@@ -27,4 +35,5 @@ pub fn init(format: LogFormat) {
             .with_span_list(false)
             .try_init(),
     };
+    guard
 }
