@@ -1,4 +1,5 @@
-//! Command line: `run`, `check` and `demo`. `check` and `run` share one loading function, so a
+//! Command line: `run`, `check`, `demo`, and `revoke` / `unrevoke` (clients of the revocation
+//! API). `check` and `run` share one loading function, so a
 //! config that passes `check` is exactly one that starts.
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,17 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: std::net::SocketAddr,
     },
+    /// Revoke a token, a user's tokens or a signing key through the revocation API, or list
+    /// the entries (the admin token comes from AUTHGATE_REVOCATION_TOKEN).
+    Revoke {
+        #[command(subcommand)]
+        target: crate::ops::revoke_client::Target,
+    },
+    /// Remove a revocation made through the revocation API.
+    Unrevoke {
+        #[command(subcommand)]
+        target: crate::ops::revoke_client::Target,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -63,6 +75,8 @@ pub fn main() -> ExitCode {
             block_on(crate::app::run(config))
         }
         Command::Demo { listen, admin } => block_on(crate::demo::run(listen, admin)),
+        Command::Revoke { target } => crate::ops::revoke_client::main(&target, false),
+        Command::Unrevoke { target } => crate::ops::revoke_client::main(&target, true),
     }
 }
 

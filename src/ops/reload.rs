@@ -29,6 +29,7 @@ struct Fixed {
     admin: Option<std::net::SocketAddr>,
     server: ServerSettings,
     reload: config::build::ReloadSettings,
+    revocation: config::build_revocation::RevocationSettings,
 }
 
 impl Fixed {
@@ -47,6 +48,7 @@ impl Fixed {
             admin: config.admin,
             server,
             reload: config.reload.clone(),
+            revocation: config.revocation.clone(),
         }
     }
 
@@ -60,6 +62,8 @@ impl Fixed {
             Some("a [server] connection setting changed (only trusted_proxies, body_idle_timeout and upgrade_idle_timeout reload)")
         } else if self.reload != new.reload {
             Some("[reload] settings changed")
+        } else if self.revocation != new.revocation {
+            Some("[revocation] settings changed")
         } else {
             None
         }
