@@ -643,6 +643,7 @@ async fn sync_loop(weak: Weak<RedisDenylist>) {
                 let Some(source) = weak.upgrade() else { return };
                 source.set_connected(false);
                 tracing::warn!(redis = %source.settings.display, error = %ended, "lost the revocation list's Redis connection; enforcing the list held in memory and reconnecting");
+                drop(source);
             }
             Err(error) => {
                 source.set_connected(false);
@@ -654,6 +655,8 @@ async fn sync_loop(weak: Weak<RedisDenylist>) {
                 } else {
                     tracing::debug!(redis = %source.settings.display, %error, failures, "revocation Redis retry failed");
                 }
+                // Not held through the backoff: a source nobody owns any more ends its loop.
+                drop(source);
             }
         }
         let mut jitter = [0u8; 1];
