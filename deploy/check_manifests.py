@@ -4,6 +4,7 @@
   check_manifests.py validate NAME=FILE...   schema + the deployment's own rules; exit 1 on any
   check_manifests.py config FILE DIR         writes the ConfigMap's authgate.toml to DIR and
                                              prints the gateway container's env as NAME=VALUE
+                                             (a Secret's value as a 64-hex-digit stand-in)
 
 Schemas: built-in kinds against Kubernetes' OpenAPI schemas (kubernetes-validate, strict: an
 unknown field is an error); custom resources against the JSON schemas in deploy/schemas/, named
@@ -239,6 +240,10 @@ def config(path, directory):
                 for var in container.get("env", []):
                     if "value" in var:
                         print("%s=%s" % (var["name"], var["value"]))
+                    elif "secretKeyRef" in var.get("valueFrom", {}):
+                        # A Secret's value is never in the manifests: check with a stand-in of
+                        # 64 hex digits, what `openssl rand -hex 32` makes.
+                        print("%s=%s" % (var["name"], "0123456789abcdef" * 4))
                 return 0
     print("no authgate container in %s" % path, file=sys.stderr)
     return 1

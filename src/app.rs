@@ -19,16 +19,21 @@ use crate::handler::ForwardAuthService;
 use crate::ops::admin::{Admin, Health};
 use crate::ops::metrics::Metrics;
 use crate::ops::reload::Reloader;
+use crate::ops::revoke_api::RevokeApi;
 use crate::state::{SharedState, Snapshot};
 
 /// The admin listener takes few connections: probes and scrapes, never client traffic.
 const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// Operators and their scripts; never client traffic.
+const REVOCATION_API_MAX_CONNECTIONS: usize = 32;
 
 /// A running gateway: its bound addresses (in config order) and the means to stop it.
 pub struct Gateway {
     pub addrs: Vec<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     pub forward_auth_addr: Option<SocketAddr>,
+    /// The revocation API's address, when configured.
+    pub revocation_addr: Option<SocketAddr>,
     pub state: Arc<SharedState>,
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
@@ -119,6 +124,15 @@ impl Gateway {
             .map(TcpListener::local_addr)
             .transpose()
             .map_err(|e| format!("forward_auth listener: {e}"))?;
+        let revocation_tcp = match &config.revocation.api {
+            Some(api) => Some(bind(api.address).await?),
+            None => None,
+        };
+        let revocation_addr = revocation_tcp
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
+            .map_err(|e| format!("revocation API listener: {e}"))?;
 
         let tls_slots: Vec<Option<Arc<ArcSwap<rustls::ServerConfig>>>> = config
             .listeners
@@ -173,6 +187,15 @@ impl Gateway {
                 &shared,
             ));
         }
+        let revocations = state.load().revocations.shared.clone();
+        if let (Some(tcp), Some(api), Some(list)) =
+            (revocation_tcp, &config.revocation.api, revocations)
+        {
+            let handler = RevokeApi::new(list, &api.token, metrics.clone());
+            let server = Arc::new(ConnectionServer::new(&config.server, handler));
+            let limit = Arc::new(Semaphore::new(REVOCATION_API_MAX_CONNECTIONS));
+            tasks.push(accept_loop(tcp, None, server, limit, None, &shared));
+        }
         for (addr, settings) in addrs.iter().zip(&config.listeners) {
             tracing::info!(address = %addr, tls = settings.tls.is_some(), "listening");
         }
@@ -181,6 +204,9 @@ impl Gateway {
         }
         if let Some(addr) = forward_auth_addr {
             tracing::info!(address = %addr, "forward-auth listening");
+        }
+        if let Some(addr) = revocation_addr {
+            tracing::info!(address = %addr, path = crate::ops::revoke_api::PATH, "revocation API listening");
         }
 
         let reloader = Reloader::new(config, state.clone(), metrics.clone(), tls_slots);
@@ -192,6 +218,7 @@ impl Gateway {
             addrs,
             admin_addr,
             forward_auth_addr,
+            revocation_addr,
             state,
             metrics,
             reloader,

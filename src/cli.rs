@@ -1,6 +1,7 @@
-//! Command line: `run`, `check`, `demo` and `explain`. `check`, `run` and `explain` share one
-//! loading function, so a config that passes `check` is exactly one that starts, and `explain`
-//! decides with the code the gateway runs.
+//! Command line: `run`, `check`, `demo`, `explain`, and `revoke` / `unrevoke` (clients of the
+//! revocation API). `check`, `run` and `explain` share one loading function, so a config that
+//! passes `check` is exactly one that starts, and `explain` decides with the code the gateway
+//! runs.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -72,6 +73,17 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: std::net::SocketAddr,
     },
+    /// Revoke a token, a user's tokens or a signing key through the revocation API, or list
+    /// the entries (the admin token comes from AUTHGATE_REVOCATION_TOKEN).
+    Revoke {
+        #[command(subcommand)]
+        target: crate::ops::revoke_client::Target,
+    },
+    /// Remove a revocation made through the revocation API.
+    Unrevoke {
+        #[command(subcommand)]
+        target: crate::ops::revoke_client::Target,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -91,6 +103,8 @@ pub fn main() -> ExitCode {
             block_on(crate::app::run(config))
         }
         Command::Demo { listen, admin } => block_on(crate::demo::run(listen, admin)),
+        Command::Revoke { target } => crate::ops::revoke_client::main(&target, false),
+        Command::Unrevoke { target } => crate::ops::revoke_client::main(&target, true),
         Command::Explain {
             config,
             token,

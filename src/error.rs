@@ -55,6 +55,8 @@ pub enum GatewayError {
     },
     /// No usable keys (IdP down, or an unknown kid whose refetch failed): retry, don't discard.
     KeysUnavailable,
+    /// The shared revocation list is out of reach on a route that fails closed.
+    RevocationsUnavailable,
     /// A browser without a valid session is sent to the route's login page.
     LoginRedirect {
         location: String,
@@ -132,7 +134,9 @@ impl GatewayError {
             }
             GatewayError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            GatewayError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::KeysUnavailable | GatewayError::RevocationsUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::LoginRedirect { .. } => StatusCode::FOUND,
             GatewayError::CsrfOrigin => StatusCode::FORBIDDEN,
             GatewayError::ForwardAuthUntrustedPeer => StatusCode::FORBIDDEN,
@@ -156,6 +160,7 @@ impl GatewayError {
             GatewayError::InvalidToken { reason, .. } => reason,
             GatewayError::Forbidden { reason, .. } => reason,
             GatewayError::KeysUnavailable => "keys_unavailable",
+            GatewayError::RevocationsUnavailable => "revocations_unavailable",
             GatewayError::LoginRedirect { .. } => "login_required",
             GatewayError::CsrfOrigin => "csrf_origin",
             GatewayError::ForwardAuthUntrustedPeer => "forward_auth_untrusted_peer",
@@ -185,6 +190,7 @@ impl GatewayError {
                 | GatewayError::InvalidToken { .. }
                 | GatewayError::Forbidden { .. }
                 | GatewayError::KeysUnavailable
+                | GatewayError::RevocationsUnavailable
                 | GatewayError::LoginRedirect { .. }
                 | GatewayError::CsrfOrigin
         )
@@ -222,7 +228,9 @@ impl GatewayError {
             }
             GatewayError::InvalidRequest { .. } => grpc_code::INVALID_ARGUMENT,
             GatewayError::Forbidden { .. } => grpc_code::PERMISSION_DENIED,
-            GatewayError::KeysUnavailable => grpc_code::UNAVAILABLE,
+            GatewayError::KeysUnavailable | GatewayError::RevocationsUnavailable => {
+                grpc_code::UNAVAILABLE
+            }
             GatewayError::LoginRedirect { .. } => grpc_code::UNAUTHENTICATED,
             GatewayError::CsrfOrigin | GatewayError::ForwardAuthUntrustedPeer => {
                 grpc_code::PERMISSION_DENIED
@@ -315,7 +323,10 @@ impl GatewayError {
         ) {
             headers.insert("x-authgate-reason", HeaderValue::from_static(reason));
         }
-        if matches!(self, GatewayError::KeysUnavailable) {
+        if matches!(
+            self,
+            GatewayError::KeysUnavailable | GatewayError::RevocationsUnavailable
+        ) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         if matches!(

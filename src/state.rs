@@ -9,10 +9,13 @@ use arc_swap::ArcSwap;
 
 use crate::auth::denylist::Denylist;
 use crate::auth::denylist_file::DenylistWatch;
+use crate::auth::denylist_live::LiveDenylist;
+use crate::auth::denylist_redis::RedisDenylist;
 use crate::auth::identity::IdentityRules;
 use crate::auth::jwks::JwksCache;
 use crate::auth::jwt::{Provider, ProviderKeys, Verifier};
 use crate::auth::keys::{KeySet, VerifyKey};
+use crate::auth::revocations::{Revocations, Shared};
 use crate::config::build::ForwardAuthSettings;
 use crate::config::build_auth::ProviderKeySettings;
 use crate::config::Config;
@@ -29,7 +32,8 @@ pub struct Snapshot {
     /// Indexed like the routes: the provider indices each route accepts.
     pub accepted: Vec<Vec<usize>>,
     pub identity: Arc<IdentityRules>,
-    pub denylist: Option<Arc<DenylistWatch>>,
+    /// The denylist file and the shared (Redis or API-local) list.
+    pub revocations: Revocations,
     pub realm: Arc<str>,
     pub upgrade_idle_timeout: std::time::Duration,
     pub metrics: Arc<Metrics>,
@@ -51,7 +55,8 @@ impl Snapshot {
     /// `previous` is the snapshot a reload replaces. A provider whose settings are unchanged
     /// (same fingerprint) keeps its key cache, and with it its fetched keys and refresher; the
     /// verified-token cache and an unchanged denylist watch carry over too, so a reload does not
-    /// refetch every JWKS or re-verify every token.
+    /// refetch every JWKS or re-verify every token. The shared revocation list always carries
+    /// over (changing `[revocation]` needs a restart), so a reload never resynchronises it.
     pub fn build(
         config: &Config,
         metrics: &Arc<Metrics>,
@@ -144,9 +149,9 @@ impl Snapshot {
             })
             .collect();
 
-        let denylist = config.auth.denylist.as_ref().map(|settings| {
+        let file = config.auth.denylist.as_ref().map(|settings| {
             let unchanged = previous
-                .and_then(|p| p.denylist.as_ref())
+                .and_then(|p| p.revocations.file.as_ref())
                 .filter(|watch| watch.watches(&settings.path, settings.reload_interval));
             if let Some(watch) = unchanged {
                 return watch.clone();
@@ -157,6 +162,19 @@ impl Snapshot {
             watch.spawn_watcher();
             watch
         });
+        let shared = match previous {
+            Some(previous) => previous.revocations.shared.clone(),
+            None => match (&config.revocation.redis, &config.revocation.api) {
+                (Some(redis), _) => {
+                    let source = RedisDenylist::new(redis.clone(), metrics.revocation())?;
+                    source.spawn_sync();
+                    Some(Shared::Redis(source))
+                }
+                (None, Some(_)) => Some(Shared::Local(Arc::new(LiveDenylist::default()))),
+                (None, None) => None,
+            },
+        };
+        let revocations = Revocations { file, shared };
         let route_metrics = routes
             .routes()
             .iter()
@@ -178,7 +196,7 @@ impl Snapshot {
             verifier,
             accepted,
             identity: config.auth.identity.clone(),
-            denylist,
+            revocations,
             realm: config.auth.realm.clone(),
             upgrade_idle_timeout: config.server.upgrade_idle_timeout,
             metrics: metrics.clone(),

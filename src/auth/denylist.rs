@@ -4,7 +4,8 @@
 //! (provider + `kid`). This step must never let a revocation lapse early: an entry is never
 //! evicted before its own `expires` (there is no size limit at all, because eviction silently
 //! un-revokes). The list is immutable once built; its sources (the file, in `denylist_file`)
-//! build a new one and swap it in whole.
+//! build a new one and swap it in whole. [`Entry`] is one revocation as the revocation API and the
+//! Redis source exchange it (JSON), and the unit those sources add and remove.
 
 use std::collections::HashMap;
 
@@ -143,6 +144,138 @@ impl Denylist {
         }
     }
 
+    /// Adds one entry (merged with an identical one, as the file's duplicates are).
+    pub fn add(&mut self, entry: &Entry) {
+        match &entry.target {
+            Target::Token { issuer, jti } => {
+                self.revoke_token(issuer.clone(), jti.clone(), entry.expires)
+            }
+            Target::Subject {
+                issuer,
+                subject,
+                issued_before,
+            } => self.revoke_subject(
+                issuer.clone(),
+                subject.clone(),
+                *issued_before,
+                entry.expires,
+            ),
+            Target::Key { provider, kid } => {
+                self.revoke_key(provider.clone(), kid.clone(), entry.expires)
+            }
+        }
+    }
+
+    /// Removes the entry for `target` (whatever its expiry); whether there was one.
+    pub fn remove(&mut self, target: &Target) -> bool {
+        let removed = match target {
+            Target::Token { issuer, jti } => remove_scoped(&mut self.tokens, issuer, jti).is_some(),
+            Target::Key { provider, kid } => remove_scoped(&mut self.keys, provider, kid).is_some(),
+            Target::Subject {
+                issuer,
+                subject,
+                issued_before,
+            } => {
+                let Some(inner) = self.subjects.get_mut(&**issuer) else {
+                    return false;
+                };
+                let Some(rules) = inner.get_mut(&**subject) else {
+                    return false;
+                };
+                let before = rules.len();
+                rules.retain(|r| r.issued_before != *issued_before);
+                let removed = rules.len() < before;
+                if rules.is_empty() {
+                    inner.remove(&**subject);
+                    if inner.is_empty() {
+                        self.subjects.remove(&**issuer);
+                    }
+                }
+                removed
+            }
+        };
+        if removed {
+            self.len = self.len.saturating_sub(1);
+        }
+        removed
+    }
+
+    /// Whether an entry for `target` is held (live or not).
+    pub fn contains(&self, target: &Target) -> bool {
+        match target {
+            Target::Token { issuer, jti } => lookup(&self.tokens, issuer, jti).is_some(),
+            Target::Key { provider, kid } => lookup(&self.keys, provider, kid).is_some(),
+            Target::Subject {
+                issuer,
+                subject,
+                issued_before,
+            } => lookup(&self.subjects, issuer, subject)
+                .is_some_and(|rules| rules.iter().any(|r| r.issued_before == *issued_before)),
+        }
+    }
+
+    /// Adds every entry of `other`.
+    pub fn merge(&mut self, other: &Denylist) {
+        for entry in other.entries() {
+            self.add(&entry);
+        }
+    }
+
+    /// Drops the entries that expired before `now_unix`; they no longer apply anyway.
+    pub fn prune(&mut self, now_unix: i64) {
+        let expired: Vec<Target> = self
+            .entries()
+            .into_iter()
+            .filter(|e| !live(e.expires, now_unix))
+            .map(|e| e.target)
+            .collect();
+        for target in &expired {
+            self.remove(target);
+        }
+    }
+
+    /// Every entry, in no particular order.
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut out = Vec::with_capacity(self.len);
+        for (issuer, inner) in &self.tokens {
+            for (jti, expires) in inner {
+                out.push(Entry {
+                    target: Target::Token {
+                        issuer: issuer.clone(),
+                        jti: jti.clone(),
+                    },
+                    expires: *expires,
+                });
+            }
+        }
+        for (issuer, inner) in &self.subjects {
+            for (subject, rules) in inner {
+                for rule in rules {
+                    out.push(Entry {
+                        target: Target::Subject {
+                            issuer: issuer.clone(),
+                            subject: subject.clone(),
+                            issued_before: rule.issued_before,
+                        },
+                        expires: rule.expires,
+                    });
+                }
+            }
+        }
+        for (provider, inner) in &self.keys {
+            for (kid, expires) in inner {
+                out.push(Entry {
+                    target: Target::Key {
+                        provider: provider.clone(),
+                        kid: kid.clone(),
+                    },
+                    expires: *expires,
+                });
+            }
+        }
+        out
+    }
+
     /// The revocation that applies to `token` at `now_unix`, if any. A leaked key is reported
     /// first because it is the broadest; then the single token; then the subject.
     pub fn check(&self, token: &VerifiedToken, now_unix: i64) -> Option<Revocation> {
@@ -175,6 +308,211 @@ impl Denylist {
 
 fn lookup<'a, V>(map: &'a Scoped<V>, scope: &str, id: &str) -> Option<&'a V> {
     map.get(scope)?.get(id)
+}
+
+fn remove_scoped<V>(map: &mut Scoped<V>, scope: &str, id: &str) -> Option<V> {
+    let inner = map.get_mut(scope)?;
+    let removed = inner.remove(id);
+    if inner.is_empty() {
+        map.remove(scope);
+    }
+    removed
+}
+
+/// Of two sources' answers, the one `check` would have reported first had both entries been in
+/// one list, so combining sources never changes a token's reason.
+pub fn strongest(a: Option<Revocation>, b: Option<Revocation>) -> Option<Revocation> {
+    let rank = |r: &Revocation| match r {
+        Revocation::Key => 0,
+        Revocation::Token => 1,
+        Revocation::Subject => 2,
+        Revocation::SubjectIssuedBefore => 3,
+    };
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if rank(&b) < rank(&a) { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What one entry revokes: the same three kinds as the file (`[[token]]`, `[[subject]]`,
+/// `[[key]]`), each scoped to an issuer or a provider.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    Token {
+        issuer: Box<str>,
+        jti: Box<str>,
+    },
+    Subject {
+        issuer: Box<str>,
+        subject: Box<str>,
+        /// `None`: every token of the subject; otherwise tokens with `iat` before it.
+        issued_before: Option<i64>,
+    },
+    Key {
+        provider: Box<str>,
+        kid: Box<str>,
+    },
+}
+
+/// One revocation: what, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub target: Target,
+    pub expires: Expires,
+}
+
+/// The JSON form, flat so that `deny_unknown_fields` can refuse a misspelt key: an operator who
+/// types `"subjet"` must hear about it rather than revoke nothing.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryJson {
+    kind: String,
+    issuer: Option<String>,
+    jti: Option<String>,
+    subject: Option<String>,
+    issued_before: Option<i64>,
+    provider: Option<String>,
+    kid: Option<String>,
+    expires: Option<i64>,
+    // Free text and bookkeeping that travel with a stored entry; they never affect matching.
+    #[allow(dead_code)]
+    reason: Option<String>,
+    #[allow(dead_code)]
+    by: Option<String>,
+    #[allow(dead_code)]
+    at: Option<i64>,
+}
+
+/// Longest identifier accepted from the API or Redis; far beyond any real `jti`, `sub` or `kid`.
+const MAX_FIELD_BYTES: usize = 1024;
+
+impl Target {
+    /// `token`, `subject` or `key`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Token { .. } => "token",
+            Target::Subject { .. } => "subject",
+            Target::Key { .. } => "key",
+        }
+    }
+
+    /// A stable byte string naming the target, for keys derived from it (NUL cannot occur in
+    /// the fields, which are checked to hold no control characters).
+    pub fn identity(&self) -> String {
+        match self {
+            Target::Token { issuer, jti } => format!("token\0{issuer}\0{jti}"),
+            Target::Subject {
+                issuer,
+                subject,
+                issued_before,
+            } => match issued_before {
+                Some(t) => format!("subject\0{issuer}\0{subject}\0{t}"),
+                None => format!("subject\0{issuer}\0{subject}"),
+            },
+            Target::Key { provider, kid } => format!("key\0{provider}\0{kid}"),
+        }
+    }
+}
+
+impl Entry {
+    /// Reads the JSON form; `expires` and `issued_before` are unix seconds. The message says
+    /// what is wrong in the caller's terms.
+    pub fn from_json(value: &serde_json::Value) -> Result<Entry, String> {
+        let json: EntryJson = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+        let field = |name: &str, value: Option<String>| -> Result<Box<str>, String> {
+            let value = value.ok_or_else(|| format!("{} needs \"{name}\"", json.kind))?;
+            if value.is_empty() {
+                return Err(format!("\"{name}\" is empty"));
+            }
+            if value.len() > MAX_FIELD_BYTES || value.chars().any(char::is_control) {
+                return Err(format!(
+                    "\"{name}\" must be at most {MAX_FIELD_BYTES} bytes without control characters"
+                ));
+            }
+            Ok(value.into_boxed_str())
+        };
+        let unexpected = |names: &[(&str, bool)]| -> Result<(), String> {
+            match names.iter().find(|(_, present)| *present) {
+                Some((name, _)) => Err(format!("\"{name}\" does not apply to {}", json.kind)),
+                None => Ok(()),
+            }
+        };
+        let target = match json.kind.as_str() {
+            "token" => {
+                unexpected(&[
+                    ("subject", json.subject.is_some()),
+                    ("issued_before", json.issued_before.is_some()),
+                    ("provider", json.provider.is_some()),
+                    ("kid", json.kid.is_some()),
+                ])?;
+                Target::Token {
+                    issuer: field("issuer", json.issuer.clone())?,
+                    jti: field("jti", json.jti.clone())?,
+                }
+            }
+            "subject" => {
+                unexpected(&[
+                    ("jti", json.jti.is_some()),
+                    ("provider", json.provider.is_some()),
+                    ("kid", json.kid.is_some()),
+                ])?;
+                Target::Subject {
+                    issuer: field("issuer", json.issuer.clone())?,
+                    subject: field("subject", json.subject.clone())?,
+                    issued_before: json.issued_before,
+                }
+            }
+            "key" => {
+                unexpected(&[
+                    ("issuer", json.issuer.is_some()),
+                    ("jti", json.jti.is_some()),
+                    ("subject", json.subject.is_some()),
+                    ("issued_before", json.issued_before.is_some()),
+                ])?;
+                Target::Key {
+                    provider: field("provider", json.provider.clone())?,
+                    kid: field("kid", json.kid.clone())?,
+                }
+            }
+            other => {
+                return Err(format!(
+                    "kind {other:?} is not one of \"token\", \"subject\", \"key\""
+                ))
+            }
+        };
+        Ok(Entry {
+            target,
+            expires: json.expires,
+        })
+    }
+
+    /// The JSON form: `kind`, the target's fields, and `expires` when it has one.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut value = match &self.target {
+            Target::Token { issuer, jti } => {
+                serde_json::json!({"kind": "token", "issuer": issuer, "jti": jti})
+            }
+            Target::Subject {
+                issuer,
+                subject,
+                issued_before,
+            } => {
+                let mut v =
+                    serde_json::json!({"kind": "subject", "issuer": issuer, "subject": subject});
+                if let Some(t) = issued_before {
+                    v["issued_before"] = (*t).into();
+                }
+                v
+            }
+            Target::Key { provider, kid } => {
+                serde_json::json!({"kind": "key", "provider": provider, "kid": kid})
+            }
+        };
+        if let Some(expires) = self.expires {
+            value["expires"] = expires.into();
+        }
+        value
+    }
 }
 
 fn insert_merged(

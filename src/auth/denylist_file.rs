@@ -215,7 +215,7 @@ impl Builder<'_> {
 
 /// Unix seconds of an offset datetime. Fractional seconds round up: for `issued_before` that
 /// revokes exactly the integer `iat`s below the instant, for `expires` it never shortens an entry.
-fn unix_seconds(dt: &Datetime) -> Result<i64, String> {
+pub fn unix_seconds(dt: &Datetime) -> Result<i64, String> {
     let (Some(date), Some(time)) = (dt.date, dt.time) else {
         return Err(format!(
             "`{dt}` is not a full datetime; write a date, a time and an offset, e.g. \

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::build_auth::{
     build_auth, build_providers, route_auth, AuthSettings, ProviderKeySettings, ProviderSettings,
 };
+use super::build_revocation::{build_revocation, RevocationSettings};
 use super::checks::{ca_bundle_file, or_default, readable_file, timeout_or};
 use super::file::{self, FileConfig};
 use super::located::{ConfigError, Locator};
@@ -28,6 +29,7 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     pub forward_auth: Option<ForwardAuthSettings>,
     pub reload: ReloadSettings,
+    pub revocation: RevocationSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,6 +302,10 @@ pub(super) fn build(
         interval: timeout_or(parsed.reload.interval, file::DEFAULT_RELOAD_INTERVAL),
     };
 
+    let taken: Vec<SocketAddr> = listeners.iter().map(|l| l.address).chain(admin).collect();
+    let revocation = build_revocation(parsed.revocation.as_ref(), &taken, at, &mut errors);
+    let fail_closed = revocation.on_unreachable == file::OnUnreachable::FailClosed;
+
     let providers = build_providers(&parsed.providers, base_dir, at, &mut errors);
     let auth = build_auth(&parsed.auth, base_dir, at, &mut errors);
 
@@ -372,6 +378,28 @@ pub(super) fn build(
             .as_ref()
             .and_then(|path| ca_bundle_file(path, base_dir, at, &mut errors))
             .or_else(|| upstream.ca_bundle.clone());
+        let mut auth = route_auth(
+            route,
+            route_span.start,
+            &providers,
+            &parsed.providers,
+            parsed.auth.session_cookie.as_ref(),
+            at,
+            &mut errors,
+        );
+        auth.revocation_required = route.revocation_required.unwrap_or(fail_closed);
+        if route.revocation_required == Some(true) && revocation.redis.is_none() {
+            errors.push(at.error_at(
+                route_span.start,
+                format!("route {name:?}: revocation_required needs [revocation] redis_url (only a shared list can be unavailable)"),
+            ));
+        }
+        if route.revocation_required.is_some() && route.auth == file::AuthMode::Public {
+            errors.push(at.error_at(
+                route_span.start,
+                format!("route {name:?} is public: revocation_required does not apply"),
+            ));
+        }
         routes.push(Route {
             name: Arc::from(name.as_str()),
             host: route.host.clone(),
@@ -391,15 +419,7 @@ pub(super) fn build(
             },
             upstream_protocol: route.upstream_protocol,
             allow_underscore_headers: route.allow_underscore_headers,
-            auth: route_auth(
-                route,
-                route_span.start,
-                &providers,
-                &parsed.providers,
-                parsed.auth.session_cookie.as_ref(),
-                at,
-                &mut errors,
-            ),
+            auth,
         });
     }
     if let Err(conflicts) = crate::proxy::route::RouteTable::new(routes.clone()) {
@@ -422,6 +442,7 @@ pub(super) fn build(
             admin,
             forward_auth,
             reload,
+            revocation,
         })
     } else {
         errors.sort_by_key(|e| (e.line, e.column));

@@ -50,6 +50,43 @@ pub struct FileConfig {
     pub forward_auth: Option<Spanned<ForwardAuthSection>>,
     #[serde(default)]
     pub reload: ReloadSection,
+    pub revocation: Option<Spanned<RevocationSection>>,
+}
+
+pub const DEFAULT_REVOCATION_KEY_PREFIX: &str = "authgate:revocation:";
+pub const DEFAULT_REVOCATION_UNREACHABLE_AFTER: Duration = Duration::from_secs(30);
+/// Shorter admin tokens are refused: the API can revoke or restore anyone's access.
+pub const MIN_REVOCATION_TOKEN_BYTES: usize = 32;
+
+/// Fleet revocation: a list shared through Redis, and the authenticated revocation API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationSection {
+    /// `redis://` or `rediss://` (TLS); `${NAME}` expands, so the password stays in the
+    /// environment.
+    pub redis_url: Option<Spanned<EnvString>>,
+    pub key_prefix: Option<Spanned<String>>,
+    pub unreachable_after: Option<Timeout>,
+    pub on_unreachable: Option<Spanned<OnUnreachable>>,
+    pub api: Option<Spanned<RevocationApiSection>>,
+}
+
+/// What a route does once Redis has been unreachable for longer than `unreachable_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnreachable {
+    /// Keep enforcing the last list received (new revocations wait for the reconnection).
+    #[default]
+    EnforceLastKnown,
+    /// Refuse authenticated requests with 503 `revocations_unavailable`.
+    FailClosed,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationApiSection {
+    pub address: ListenAddr,
+    pub token: Spanned<EnvString>,
 }
 
 /// The admin listener: `/healthz`, `/readyz` and `/metrics`, never served on a public listener.
@@ -322,4 +359,7 @@ pub struct RouteSection {
     /// Where unauthenticated browser navigations are sent instead of a 401.
     pub login_url: Option<LoginUrl>,
     pub login_redirect_param: Option<String>,
+    /// Fail closed (503) while the shared revocation list is unavailable; default from
+    /// `revocation.on_unreachable`.
+    pub revocation_required: Option<bool>,
 }

@@ -296,15 +296,21 @@ async fn authenticate(
             },
         })?;
     trace.provider = snapshot.verifier.provider_index(&token.provider);
-    if let Some(denylist) = &snapshot.denylist {
-        if let Some(revocation) = denylist.current().check(&token, now_unix()) {
-            snapshot.metrics.denylist_hit(revocation.kind());
-            return Err(GatewayError::InvalidToken {
-                reason: revocation.reason(),
-                description: "The access token has been revoked",
-                claim: None,
-            });
-        }
+    if let Some(revocation) = snapshot.revocations.check(&token, now_unix()) {
+        snapshot.metrics.denylist_hit(revocation.kind());
+        return Err(GatewayError::InvalidToken {
+            reason: revocation.reason(),
+            description: "The access token has been revoked",
+            claim: None,
+        });
+    }
+    // A token the last known list does not revoke may still have been revoked since.
+    if snapshot.routes.routes()[route_index]
+        .auth
+        .revocation_required
+        && !snapshot.revocations.available()
+    {
+        return Err(GatewayError::RevocationsUnavailable);
     }
     Ok(token)
 }

@@ -483,11 +483,23 @@ async fn verification_steps<T>(
     steps.push(Step {
         name: "denylist",
         outcome: if revoked.is_some() { "failed" } else { "ok" },
-        lines: vec![match (&snapshot.denylist, revoked) {
-            (None, _) => "no denylist configured".into(),
-            (Some(_), Some(reason)) => format!("revoked: {reason}"),
-            (Some(list), None) => {
-                format!("not revoked ({} entries in force)", list.current().len())
+        lines: vec![match revoked {
+            Some(reason) => format!("revoked: {reason}"),
+            None => {
+                let file = snapshot
+                    .revocations
+                    .file
+                    .as_ref()
+                    .map_or(0, |list| list.current().len());
+                let shared = snapshot
+                    .revocations
+                    .shared
+                    .as_ref()
+                    .map(|shared| shared.source());
+                format!(
+                    "not revoked ({file} file entries{})",
+                    shared.map_or(String::new(), |s| format!(", and the {s} list"))
+                )
             }
         }],
     });

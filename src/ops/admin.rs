@@ -10,6 +10,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::auth::jwt::ProviderKeys;
+use crate::auth::revocations::Shared;
 use crate::edge::body::{full, Body};
 use crate::edge::server::{PeerInfo, RequestHandler};
 use crate::ops::metrics::Metrics;
@@ -69,6 +70,9 @@ pub fn readiness(snapshot: &Snapshot, health: &Health) -> Result<(), serde_json:
             "providers": waiting,
         }));
     }
+    if snapshot.revocations.redis_synced() == Some(false) {
+        return Err(serde_json::json!({"status": "not_ready", "reason": "revocations_not_synced"}));
+    }
     Ok(())
 }
 
@@ -114,13 +118,29 @@ impl Admin {
                 }
             }
         }
-        if let Some(denylist) = &snapshot.denylist {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        if let Some(denylist) = &snapshot.revocations.file {
             let list = denylist.current();
             for (kind, count) in list.counts() {
                 self.metrics
                     .denylist_entries
                     .with_label_values(&[kind])
-                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+                    .set(gauge(count));
+            }
+            self.metrics
+                .revocation_entries
+                .with_label_values(&["file"])
+                .set(gauge(list.len()));
+        }
+        if let Some(shared) = &snapshot.revocations.shared {
+            self.metrics
+                .revocation_entries
+                .with_label_values(&[shared.source()])
+                .set(gauge(shared.list().len()));
+            if let Shared::Redis(redis) = shared {
+                if let Some(age) = redis.last_sync_age() {
+                    self.metrics.revocation_last_sync_age.set(age.as_secs_f64());
+                }
             }
         }
         match self.metrics.encode() {

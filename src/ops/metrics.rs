@@ -54,7 +54,20 @@ pub struct Metrics {
     pub tunnels_open: IntGauge,
     pub tls_handshake_failures: IntCounterVec,
     headers_removed: IntCounterVec,
+    pub revocation_redis_connected: IntGauge,
+    pub revocation_last_sync_age: Gauge,
+    pub revocation_entries: IntGaugeVec,
+    revocation_apply_lag: Histogram,
+    revocation_data_loss: IntCounter,
+    revocation_resyncs: IntCounter,
+    revocation_api_requests: IntCounterVec,
 }
+
+/// Seconds from a change's publication to its application here; sub-millisecond on one host,
+/// the pub/sub hop plus clock skew across hosts.
+const LAG_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help)
@@ -193,13 +206,51 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            revocation_redis_connected: IntGauge::new(
+                "authgate_revocation_redis_connected",
+                "1 while the shared revocation list's Redis connection is up and in sync.",
+            )?,
+            revocation_last_sync_age: Gauge::new(
+                "authgate_revocation_last_sync_age_seconds",
+                "Seconds since Redis last confirmed the revocation list in sync (at scrape time).",
+            )?,
+            revocation_entries: IntGaugeVec::new(
+                opts(
+                    "authgate_revocation_entries",
+                    "Revocation entries held in memory, by source (file, redis, local; at scrape time).",
+                ),
+                &["source"],
+            )?,
+            revocation_apply_lag: Histogram::with_opts(
+                HistogramOpts::new(
+                    "authgate_revocation_apply_lag_seconds",
+                    "Time from a revocation change's publication to its application here.",
+                )
+                .buckets(LAG_BUCKETS.to_vec()),
+            )?,
+            revocation_data_loss: IntCounter::new(
+                "authgate_revocation_data_loss_total",
+                "Times Redis was found to have lost the revocation list (epoch marker missing or changed).",
+            )?,
+            revocation_resyncs: IntCounter::new(
+                "authgate_revocation_resyncs_total",
+                "Full loads of the revocation list from Redis (startup and every reconnection).",
+            )?,
+            revocation_api_requests: IntCounterVec::new(
+                opts(
+                    "authgate_revocation_api_requests_total",
+                    "Revocation API requests, by operation (add, remove, list, other) and result \
+                     (ok, unauthorized, invalid, unavailable).",
+                ),
+                &["op", "result"],
+            )?,
         };
         metrics.register_all()?;
         Ok(Arc::new(metrics))
     }
 
     fn register_all(&self) -> Result<(), prometheus::Error> {
-        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 27] = [
             Box::new(self.requests.clone()),
             Box::new(self.request_duration.clone()),
             Box::new(self.upstream_duration.clone()),
@@ -220,6 +271,13 @@ impl Metrics {
             Box::new(self.tunnels_open.clone()),
             Box::new(self.tls_handshake_failures.clone()),
             Box::new(self.headers_removed.clone()),
+            Box::new(self.revocation_redis_connected.clone()),
+            Box::new(self.revocation_last_sync_age.clone()),
+            Box::new(self.revocation_entries.clone()),
+            Box::new(self.revocation_apply_lag.clone()),
+            Box::new(self.revocation_data_loss.clone()),
+            Box::new(self.revocation_resyncs.clone()),
+            Box::new(self.revocation_api_requests.clone()),
         ];
         for collector in collectors {
             self.registry.register(collector)?;
@@ -283,6 +341,23 @@ impl Metrics {
             keys: self.jwks_keys.with_label_values(&[provider]),
             last_success: self.jwks_last_success.with_label_values(&[provider]),
         }
+    }
+
+    /// Handles for the Redis revocation source.
+    pub fn revocation(&self) -> RevocationMetrics {
+        RevocationMetrics {
+            connected: self.revocation_redis_connected.clone(),
+            apply_lag: self.revocation_apply_lag.clone(),
+            data_loss: self.revocation_data_loss.clone(),
+            resyncs: self.revocation_resyncs.clone(),
+        }
+    }
+
+    /// One revocation API request; `op` and `result` are fixed sets.
+    pub fn revocation_api(&self, op: &'static str, result: &'static str) {
+        self.revocation_api_requests
+            .with_label_values(&[op, result])
+            .inc();
     }
 
     /// Marks `sha256` as the config in force, loaded now.
@@ -394,4 +469,13 @@ pub struct JwksMetrics {
     pub failed: IntCounter,
     pub keys: IntGauge,
     pub last_success: Gauge,
+}
+
+/// What the Redis revocation source reports.
+#[derive(Clone)]
+pub struct RevocationMetrics {
+    pub connected: IntGauge,
+    pub apply_lag: Histogram,
+    pub data_loss: IntCounter,
+    pub resyncs: IntCounter,
 }

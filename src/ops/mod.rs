@@ -6,4 +6,6 @@ pub mod admin;
 pub mod metrics;
 pub mod reload;
 pub mod request_id;
+pub mod revoke_api;
+pub mod revoke_client;
 pub mod telemetry;

@@ -30,6 +30,7 @@ struct Fixed {
     forward_auth: Option<std::net::SocketAddr>,
     server: ServerSettings,
     reload: config::build::ReloadSettings,
+    revocation: config::build_revocation::RevocationSettings,
 }
 
 impl Fixed {
@@ -49,6 +50,7 @@ impl Fixed {
             forward_auth: config.forward_auth.as_ref().map(|f| f.address),
             server,
             reload: config.reload.clone(),
+            revocation: config.revocation.clone(),
         }
     }
 
@@ -64,6 +66,8 @@ impl Fixed {
             Some("a [server] connection setting changed (only trusted_proxies, body_idle_timeout and upgrade_idle_timeout reload)")
         } else if self.reload != new.reload {
             Some("[reload] settings changed")
+        } else if self.revocation != new.revocation {
+            Some("[revocation] settings changed")
         } else {
             None
         }

@@ -63,6 +63,8 @@ pub struct RouteAuth {
     pub public_origin: Option<String>,
     pub pass_cors_preflight: bool,
     pub login: Option<LoginRedirect>,
+    /// Answer 503 `revocations_unavailable` while the shared revocation list is out of reach.
+    pub revocation_required: bool,
 }
 
 /// Where unauthenticated browser navigations go.
@@ -85,6 +87,7 @@ impl Default for RouteAuth {
             public_origin: None,
             pass_cors_preflight: false,
             login: None,
+            revocation_required: false,
         }
     }
 }

@@ -1,0 +1,818 @@
+//! Fleet revocation against a real `redis-server` (Debian's package; `.ci/run` installs it):
+//! several gateways share one Redis, a revocation made through one instance's API reaches them
+//! all, a Redis outage keeps the list enforced and resynchronises (a change made while one
+//! instance was cut off still reaches it), a Redis restarted empty un-revokes nothing and is
+//! reported, and the API refuses missing or wrong credentials. Also the local (no-Redis) API
+//! and the `authgate revoke` CLI against a running gateway.
+//!
+//! Outside CI a missing `redis-server` skips the Redis tests with a message; with CI=true it
+//! fails them. The Redis tests run one at a time (a shared async mutex), each with its own Redis
+//! on a free loopback port that a restart reuses.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef0123456789";
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The Redis tests share the machine's two cores: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+// ---------------------------------------------------------------------------------------------
+// A redis-server owned by the test.
+
+struct Redis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Redis {
+    /// A persistent (AOF, fsync always) Redis on a free port; `None` outside CI when
+    /// `redis-server` is not installed.
+    async fn start(label: &str) -> Option<Redis> {
+        if let Err(error) = Command::new("redis-server").arg("--version").output() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must install redis-server (Debian's redis-server package; see .ci/run): {error}"
+            );
+            eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
+            return None;
+        }
+        let mut redis = Redis {
+            port: free_port(),
+            dir: temp_dir(label),
+            child: None,
+        };
+        redis.spawn().await;
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .args(["--maxmemory-policy", "noeviction", "--protected-mode", "no"])
+            .args(["--logfile", "redis.log"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let addr = self.addr();
+        let up = eventually_async(DEADLINE, || async move { ping(addr).await }).await;
+        assert!(up, "redis-server did not start on {addr}");
+    }
+
+    /// SIGKILL: no shutdown save, as in a crash.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port and data directory.
+    async fn restart(&mut self) {
+        self.spawn().await;
+    }
+
+    /// Deletes the persisted data, so the next start is empty (a Redis without persistence).
+    fn wipe(&self) {
+        for entry in std::fs::read_dir(&self.dir).unwrap().map_while(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else if path.extension().is_some_and(|e| e == "rdb") {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn ping(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    if stream.write_all(b"PING\r\n").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await,
+        Ok(Ok(n)) if buf[..n].starts_with(b"+PONG")
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// A loopback TCP relay in front of Redis that the test can cut, to disconnect one instance.
+
+struct Relay {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let accept_open = open.clone();
+        let cuts = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accept_open.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let mut cut_rx = cuts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, open, cut }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateways, tokens and the API.
+
+struct Setup {
+    key: SigningKey,
+    idp: Arc<JwksServer>,
+    echo: SocketAddr,
+}
+
+async fn setup() -> Setup {
+    let (key, idp) = issuer_with_key(Algorithm::ES256, Some("k1")).await;
+    Setup {
+        key,
+        idp,
+        echo: echo().await,
+    }
+}
+
+impl Setup {
+    fn token(&self, sub: &str) -> String {
+        self.key.token(&claims(&self.idp.issuer(), sub))
+    }
+
+    /// A gateway config: `redis_url` (if any), a 2 s unreachable window, an `/echo` route that
+    /// keeps enforcing the last known list and a `/strict` route that fails closed.
+    fn config(&self, redis_url: Option<&str>) -> String {
+        let revocation = match redis_url {
+            Some(url) => format!(
+                "[revocation]\nredis_url = \"{url}\"\nkey_prefix = \"fleet-test:\"\nunreachable_after = \"2s\"\n\n"
+            ),
+            None => "[revocation]\n\n".to_string(),
+        };
+        let strict = if redis_url.is_some() {
+            format!(
+                "[[route]]\nname = \"strict\"\npath_prefix = \"/strict\"\nupstream = \"http://{}\"\nrevocation_required = true\n\n",
+                self.echo
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n\n[reload]\nwatch = false\n\n\
+             {revocation}[revocation.api]\naddress = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n\n\
+             [[route]]\nname = \"echo\"\npath_prefix = \"/echo\"\nupstream = \"http://{echo}\"\n\n{strict}{provider}",
+            echo = self.echo,
+            provider = provider_toml("idp", &self.idp, "\"ES256\""),
+        )
+    }
+}
+
+struct Instance {
+    gateway: Gateway,
+    name: &'static str,
+}
+
+impl Instance {
+    async fn start(name: &'static str, toml: &str) -> Instance {
+        let gateway = start(toml).await;
+        let instance = Instance { gateway, name };
+        let ready = eventually_async(DEADLINE, || instance.ready()).await;
+        assert!(ready, "{name} never became ready");
+        instance
+    }
+
+    async fn ready(&self) -> bool {
+        let admin = self.gateway.admin_addr.unwrap();
+        send(&h1_client(), get(&format!("http://{admin}/readyz")))
+            .await
+            .status
+            == 200
+    }
+
+    fn api(&self) -> SocketAddr {
+        self.gateway.revocation_addr.unwrap()
+    }
+
+    /// Status and reason of `GET path` with `token`.
+    async fn call(&self, path: &str, token: &str) -> (u16, String) {
+        let addr = self.gateway.addrs[0];
+        let reply = send(&h1_client(), bearer(&format!("http://{addr}{path}"), token)).await;
+        let reason = if reply.status == 200 {
+            "ok".to_string()
+        } else {
+            reply.reason()
+        };
+        (reply.status, reason)
+    }
+
+    async fn metrics(&self) -> String {
+        let admin = self.gateway.admin_addr.unwrap();
+        let reply = send(&h1_client(), get(&format!("http://{admin}/metrics"))).await;
+        String::from_utf8_lossy(&reply.body).into_owned()
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        sample(&self.metrics().await, name).unwrap_or(f64::NAN)
+    }
+}
+
+/// The value of an unlabelled series, or of `name{labels}` written out exactly.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+}
+
+async fn api_call(
+    api: SocketAddr,
+    method: &str,
+    body: Option<serde_json::Value>,
+    auth: Option<&str>,
+) -> Reply {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{api}/v1/revocations"))
+        .header("x-authgate-operator", "fleet-test");
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    let payload = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+    send(&h1_client(), request.body(Full::new(payload)).unwrap()).await
+}
+
+async fn revoke(api: SocketAddr, entry: serde_json::Value) -> Reply {
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let reply = api_call(api, "POST", Some(entry), Some(&bearer)).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    reply
+}
+
+async fn unrevoke(api: SocketAddr, entry: serde_json::Value) -> Reply {
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let reply = api_call(api, "DELETE", Some(entry), Some(&bearer)).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    reply
+}
+
+/// Polls every instance until each answers `path` + `token` with `want` (status, reason);
+/// returns the time it took for the slowest.
+async fn until_all(
+    instances: &[&Instance],
+    path: &str,
+    token: &str,
+    want: (u16, &str),
+) -> Duration {
+    let started = Instant::now();
+    for instance in instances {
+        let reached = eventually_async(DEADLINE, || async {
+            let (status, reason) = instance.call(path, token).await;
+            status == want.0 && reason == want.1
+        })
+        .await;
+        assert!(
+            reached,
+            "{} never answered {want:?}; it answers {:?}",
+            instance.name,
+            instance.call(path, token).await
+        );
+    }
+    started.elapsed()
+}
+
+fn token_entry(setup: &Setup, sub: &str) -> serde_json::Value {
+    serde_json::json!({"kind": "token", "issuer": setup.idp.issuer(), "jti": format!("jti-{sub}"), "expires": now() + 7200})
+}
+
+/// Runs the binary off the async workers, so an in-process gateway can answer it.
+async fn run_cli(args: &[&str], token: &str) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let token = token.to_string();
+    tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(&args)
+            .env("AUTHGATE_REVOCATION_TOKEN", token)
+            .env("USER", "cli-test")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_through_one_instance_reaches_every_instance() {
+    let _serial = SERIAL.lock().await;
+    let Some(redis) = Redis::start("redis-propagation").await else {
+        return;
+    };
+    let setup = setup().await;
+    let config = setup.config(Some(&redis.url()));
+    let a = Instance::start("a", &config).await;
+    let b = Instance::start("b", &config).await;
+    let c = Instance::start("c", &config).await;
+    let all = [&a, &b, &c];
+
+    // The API refuses a missing, a wrong and a non-Bearer credential, and changes nothing.
+    for auth in [
+        None,
+        Some("Bearer wrong-token-wrong-token-wrong-token-xx"),
+        Some("Basic YWRtaW46YWRtaW4="),
+        Some(&format!("Bearer {ADMIN_TOKEN}x")[..]),
+    ] {
+        for method in ["GET", "POST", "DELETE"] {
+            let reply = api_call(a.api(), method, Some(token_entry(&setup, "alice")), auth).await;
+            assert_eq!(reply.status, 401, "{method} with {auth:?}");
+            assert!(reply.headers.contains_key("www-authenticate"));
+        }
+    }
+    let alice = setup.token("alice");
+    until_all(&all, "/echo/x", &alice, (200, "ok")).await;
+
+    // Revoke one token through a: every instance refuses it.
+    let reply = revoke(a.api(), token_entry(&setup, "alice")).await;
+    assert_eq!(reply.json()["scope"], "fleet");
+    let started = Instant::now();
+    until_all(&all, "/echo/x", &alice, (401, "revoked_token")).await;
+    let propagation = started.elapsed();
+    println!("propagation to 3 instances (token, API on a): {propagation:?}");
+
+    // "Log out everywhere" through b, a signing key through the CLI against c.
+    let bob = setup.token("bob");
+    let entry = serde_json::json!({"kind": "subject", "issuer": setup.idp.issuer(), "subject": "bob", "issued_before": now() + 1});
+    revoke(b.api(), entry.clone()).await;
+    let took = until_all(&all, "/echo/x", &bob, (401, "revoked_session")).await;
+    println!("propagation to 3 instances (subject, API on b): {took:?}");
+
+    let carol = setup.token("carol");
+    let api = format!("http://{}", c.api());
+    let out = run_cli(
+        &[
+            "revoke",
+            "key",
+            "--provider",
+            "idp",
+            "--kid",
+            "k1",
+            "--expires",
+            "2h",
+            "--reason",
+            "leaked",
+            "--api",
+            &api,
+        ],
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["status"], "revoked");
+    let took = until_all(&all, "/echo/x", &carol, (401, "revoked_key")).await;
+    println!("propagation to 3 instances (key, CLI on c): {took:?}");
+
+    let out = run_cli(&["revoke", "list", "--api", &api], ADMIN_TOKEN).await;
+    assert!(out.status.success());
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["count"], 3, "{listed}");
+    let key_entry = listed["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "key")
+        .unwrap();
+    assert_eq!(key_entry["by"], "cli-test");
+    assert_eq!(key_entry["reason"], "leaked");
+
+    let out = run_cli(
+        &["revoke", "list", "--api", &api],
+        "not-the-admin-token-not-the-admin-token",
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+
+    // Removals propagate too.
+    let out = run_cli(
+        &[
+            "unrevoke",
+            "key",
+            "--provider",
+            "idp",
+            "--kid",
+            "k1",
+            "--api",
+            &api,
+        ],
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    until_all(&all, "/echo/x", &carol, (200, "ok")).await;
+    let reply = unrevoke(c.api(), token_entry(&setup, "alice")).await;
+    assert_eq!(reply.json()["status"], "removed");
+    until_all(&all, "/echo/x", &alice, (200, "ok")).await;
+
+    for instance in all {
+        let text = instance.metrics().await;
+        assert_eq!(
+            sample(&text, "authgate_revocation_redis_connected"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "authgate_revocation_entries{source=\"redis\"}"),
+            Some(1.0),
+            "{}",
+            instance.name
+        );
+        assert!(sample(&text, "authgate_revocation_apply_lag_seconds_count").unwrap() >= 5.0);
+    }
+    let text = a.metrics().await;
+    assert!(
+        sample(
+            &text,
+            "authgate_revocation_api_requests_total{op=\"add\",result=\"unauthorized\"}"
+        )
+        .unwrap()
+            >= 4.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_keeps_the_list_enforced_and_resynchronises() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut redis) = Redis::start("redis-outage").await else {
+        return;
+    };
+    let setup = setup().await;
+    let relay = Relay::start(redis.addr()).await;
+    let a = Instance::start("a", &setup.config(Some(&redis.url()))).await;
+    let b = Instance::start("b", &setup.config(Some(&relay.url()))).await;
+    let both = [&a, &b];
+    let alice = setup.token("alice");
+    let bob = setup.token("bob");
+    revoke(a.api(), token_entry(&setup, "alice")).await;
+    until_all(&both, "/echo/x", &alice, (401, "revoked_token")).await;
+    until_all(&both, "/strict/x", &bob, (200, "ok")).await;
+
+    // Redis dies: the list stays enforced; the fail-closed route refuses once the window passes.
+    redis.kill();
+    let outage = Instant::now();
+    for instance in both {
+        let down = eventually_async(DEADLINE, || async {
+            instance.metric("authgate_revocation_redis_connected").await == 0.0
+        })
+        .await;
+        assert!(down, "{} never noticed the outage", instance.name);
+    }
+    println!(
+        "outage noticed by both instances after {:?}",
+        outage.elapsed()
+    );
+    until_all(&both, "/strict/x", &bob, (503, "revocations_unavailable")).await;
+    println!(
+        "fail-closed route answered 503 after {:?}",
+        outage.elapsed()
+    );
+    for instance in both {
+        assert_eq!(
+            instance.call("/echo/x", &alice).await,
+            (401, "revoked_token".into())
+        );
+        assert_eq!(instance.call("/echo/x", &bob).await, (200, "ok".into()));
+        assert!(
+            instance.ready().await,
+            "a Redis outage must not turn readiness off"
+        );
+    }
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let reply = api_call(
+        a.api(),
+        "POST",
+        Some(token_entry(&setup, "bob")),
+        Some(&bearer),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.reason()),
+        (503, "redis_unavailable".to_string())
+    );
+
+    // Redis returns (its data persisted): both resynchronise.
+    redis.restart().await;
+    let back = Instant::now();
+    until_all(&both, "/strict/x", &bob, (200, "ok")).await;
+    println!(
+        "both instances resynchronised {:?} after Redis returned",
+        back.elapsed()
+    );
+    for instance in both {
+        assert_eq!(
+            instance.call("/echo/x", &alice).await,
+            (401, "revoked_token".into())
+        );
+        assert_eq!(
+            instance.metric("authgate_revocation_data_loss_total").await,
+            0.0
+        );
+    }
+
+    // Cut b off alone; change the list through a (a remove and an add); b gets both on return.
+    relay.cut();
+    let noticed = eventually_async(DEADLINE, || async {
+        b.metric("authgate_revocation_redis_connected").await == 0.0
+    })
+    .await;
+    assert!(noticed, "b never noticed it was cut off");
+    unrevoke(a.api(), token_entry(&setup, "alice")).await;
+    revoke(a.api(), token_entry(&setup, "bob")).await;
+    until_all(&[&a], "/echo/x", &bob, (401, "revoked_token")).await;
+    until_all(&[&a], "/echo/x", &alice, (200, "ok")).await;
+    assert_eq!(
+        b.call("/echo/x", &bob).await,
+        (200, "ok".into()),
+        "b is cut off"
+    );
+    relay.restore();
+    let rejoined = Instant::now();
+    until_all(&[&b], "/echo/x", &bob, (401, "revoked_token")).await;
+    until_all(&[&b], "/echo/x", &alice, (200, "ok")).await;
+    println!(
+        "changes made while b was cut off reached it {:?} after the link returned",
+        rejoined.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_empty_unrevokes_nothing_and_is_reported() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut redis) = Redis::start("redis-loss").await else {
+        return;
+    };
+    let setup = setup().await;
+    let config = setup.config(Some(&redis.url()));
+    let a = Instance::start("a", &config).await;
+    let b = Instance::start("b", &config).await;
+    let both = [&a, &b];
+    let alice = setup.token("alice");
+    let bob = setup.token("bob");
+    revoke(a.api(), token_entry(&setup, "alice")).await;
+    revoke(
+        b.api(),
+        serde_json::json!({"kind": "subject", "issuer": setup.idp.issuer(), "subject": "bob"}),
+    )
+    .await;
+    until_all(&both, "/echo/x", &alice, (401, "revoked_token")).await;
+    until_all(&both, "/echo/x", &bob, (401, "revoked_subject")).await;
+
+    redis.kill();
+    redis.wipe();
+    redis.restart().await;
+    let restarted = Instant::now();
+    for instance in both {
+        let reported = eventually_async(DEADLINE, || async {
+            instance.metric("authgate_revocation_data_loss_total").await >= 1.0
+                && instance.metric("authgate_revocation_redis_connected").await == 1.0
+        })
+        .await;
+        assert!(reported, "{} never reported the data loss", instance.name);
+        assert_eq!(
+            instance.call("/echo/x", &alice).await,
+            (401, "revoked_token".into())
+        );
+        assert_eq!(
+            instance.call("/echo/x", &bob).await,
+            (401, "revoked_subject".into())
+        );
+    }
+    println!(
+        "data loss reported by both instances {:?} after the empty restart",
+        restarted.elapsed()
+    );
+
+    // The entries were written back: the list shows them, and a new instance enforces them.
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let listed = api_call(a.api(), "GET", None, Some(&bearer)).await.json();
+    assert_eq!(listed["count"], 2, "{listed}");
+    let c = Instance::start("c", &config).await;
+    assert_eq!(
+        c.call("/echo/x", &alice).await,
+        (401, "revoked_token".into())
+    );
+    assert_eq!(
+        c.call("/echo/x", &bob).await,
+        (401, "revoked_subject".into())
+    );
+    assert_eq!(c.metric("authgate_revocation_data_loss_total").await, 0.0);
+
+    // And the fleet keeps working: a new revocation reaches all three.
+    let carol = setup.token("carol");
+    revoke(c.api(), token_entry(&setup, "carol")).await;
+    until_all(&[&a, &b, &c], "/echo/x", &carol, (401, "revoked_token")).await;
+}
+
+#[tokio::test]
+async fn without_redis_the_api_changes_this_instance_only_and_says_so() {
+    let setup = setup().await;
+    let a = Instance::start("local", &setup.config(None)).await;
+    let alice = setup.token("alice");
+    assert_eq!(a.call("/echo/x", &alice).await, (200, "ok".into()));
+    for auth in [None, Some("Bearer nope")] {
+        let reply = api_call(a.api(), "POST", Some(token_entry(&setup, "alice")), auth).await;
+        assert_eq!(reply.status, 401);
+    }
+    let api = format!("http://{}", a.api());
+    let issuer = setup.idp.issuer();
+    let out = run_cli(
+        &[
+            "revoke",
+            "token",
+            "--issuer",
+            &issuer,
+            "--jti",
+            "jti-alice",
+            "--expires",
+            "2030-01-01T00:00:00Z",
+            "--api",
+            &api,
+        ],
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["scope"], "local");
+    assert_eq!(printed["entry"]["expires"], 1893456000);
+    assert!(printed["note"]
+        .as_str()
+        .unwrap()
+        .contains("this replica only"));
+    assert_eq!(
+        a.call("/echo/x", &alice).await,
+        (401, "revoked_token".into())
+    );
+    let out = run_cli(
+        &[
+            "unrevoke",
+            "token",
+            "--issuer",
+            &issuer,
+            "--jti",
+            "jti-alice",
+            "--api",
+            &api,
+        ],
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert!(out.status.success());
+    assert_eq!(a.call("/echo/x", &alice).await, (200, "ok".into()));
+
+    // Bad entries are refused with a reason, and nothing changes.
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    for bad in [
+        serde_json::json!({"kind": "token", "issuer": issuer}),
+        serde_json::json!({"kind": "token", "issuer": issuer, "jti": "x", "expires": 5}),
+        serde_json::json!({"kind": "user", "issuer": issuer, "subject": "x"}),
+        serde_json::json!({"kind": "subject", "issuer": issuer, "subjet": "x"}),
+    ] {
+        let reply = api_call(a.api(), "POST", Some(bad.clone()), Some(&bearer)).await;
+        assert_eq!(
+            (reply.status, reply.reason()),
+            (400, "invalid_entry".into()),
+            "{bad}"
+        );
+    }
+    let listed = api_call(a.api(), "GET", None, Some(&bearer)).await.json();
+    assert_eq!(listed["count"], 0);
+}
+
+#[test]
+fn check_refuses_bad_revocation_settings_with_their_location() {
+    let dir = temp_dir("revocation-check");
+    let write = |name: &str, text: &str| -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let base = "[[listener]]\naddress = \"127.0.0.1:0\"\n\n";
+    let cases: [(&str, &str); 5] = [
+        ("[revocation]\nredis_url = \"http://cache:6379\"\n", "5:13: redis_url \"http://cache:6379\" must start with redis://"),
+        ("[revocation]\n[revocation.api]\naddress = \"127.0.0.1:9902\"\ntoken = \"short\"\n", "7:9: the revocation API token must be at least 32 bytes"),
+        ("[revocation]\non_unreachable = \"fail_closed\"\n", "5:18: on_unreachable applies to the Redis source only"),
+        ("[revocation]\non_unreachable = \"fail-closed\"\n", "5:18: unknown variant `fail-closed`, did you mean `fail_closed`?"),
+        ("[[route]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\nauth = \"public\"\nrevocation_required = true\n", "4:1: route \"r\": revocation_required needs [revocation] redis_url"),
+    ];
+    for (i, (extra, want)) in cases.iter().enumerate() {
+        let path = write(&format!("c{i}.toml"), &format!("{base}{extra}"));
+        let errors = authgate::config::load(&path).err().unwrap().to_string();
+        let expected = format!("{}:{want}", path.display());
+        assert!(errors.contains(&expected), "{errors}\nwanted {expected}");
+    }
+    // The password never appears in a message.
+    let path = write(
+        "pw.toml",
+        &format!("{base}[revocation]\nredis_url = \"redis://:hunter2@cache:notaport\"\n"),
+    );
+    let errors = authgate::config::load(&path).err().unwrap().to_string();
+    assert!(!errors.contains("hunter2"), "{errors}");
+}
