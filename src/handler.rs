@@ -97,15 +97,16 @@ async fn respond(
     let trusted = snapshot.forward.is_trusted(peer.addr.ip());
     let request_id = req
         .headers()
-        .get(request_id::HEADER)
+        .get(request_id::NAME)
         .filter(|_| trusted)
         .and_then(request_id::accept)
         .unwrap_or_else(request_id::generate);
     let client_ip = snapshot.forward.client_ip(req.headers(), peer.addr.ip());
     let id = request_id.to_str().unwrap_or_default();
-    // Every log line about this request, in any step, carries its id. An error-level span is
-    // enabled whenever any logging is, so no level setting loses the correlation.
-    let span = tracing::error_span!("request", request_id = id);
+    // Every log line about this request, in any step, carries its id. The span is at the
+    // access log's level: when access lines are off there is no line to correlate with, and an
+    // enabled span costs a formatting pass on every request.
+    let span = tracing::info_span!("request", request_id = id);
     let mut trace = Trace::default();
     let outcome = match mode {
         Mode::Proxy => {
@@ -159,7 +160,7 @@ async fn respond(
     route_metrics.observe(&method, status, elapsed.as_secs_f64());
     response
         .headers_mut()
-        .insert(request_id::HEADER, request_id.clone());
+        .insert(request_id::NAME, request_id.clone());
     let route = route_metrics.name();
     let provider = trace
         .decision
@@ -241,7 +242,7 @@ async fn pipeline(
     headers::remove_where(&mut head.headers, |name| {
         headers::is_one_of(name, &[request_id::HEADER])
     });
-    head.headers.insert(request_id::HEADER, request_id.clone());
+    head.headers.insert(request_id::NAME, request_id.clone());
     let route = &snapshot.routes.routes()[decision.route];
     let outbound = Outbound {
         route,

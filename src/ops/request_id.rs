@@ -6,9 +6,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 pub const HEADER: &str = "x-request-id";
+/// [`HEADER`] parsed once, for the hot path.
+pub const NAME: HeaderName = HeaderName::from_static(HEADER);
 
 /// The longest incoming id kept; longer ones are replaced.
 const MAX_LEN: usize = 128;
@@ -42,8 +44,20 @@ pub fn generate() -> HeaderValue {
         u64::from_be_bytes(bytes)
     });
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let text = format!("{prefix:016x}{count:016x}");
-    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // Hex by hand: this runs on every request, and the formatting machinery costs more than
+    // the id is worth.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    for (i, byte) in prefix
+        .to_be_bytes()
+        .into_iter()
+        .chain(count.to_be_bytes())
+        .enumerate()
+    {
+        text[2 * i] = HEX[usize::from(byte >> 4)];
+        text[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
+    }
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]

@@ -12,8 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -35,6 +36,12 @@ use crate::error::GatewayError;
 use crate::ops::metrics::Metrics;
 use crate::proxy::route::Route;
 use crate::proxy::upgrade::{self, Upgrade};
+
+// Parsed once: a name given as text is parsed (and hashed) again on every use.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
 
@@ -146,7 +153,7 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 
 fn forwarded_for_list(headers: &HeaderMap) -> Vec<String> {
     headers
-        .get_all("x-forwarded-for")
+        .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -230,18 +237,18 @@ fn set_forwarding_headers(out: &Outbound<'_>, headers: &mut HeaderMap) {
         xff.push_str(", ");
     }
     xff.push_str(&peer_ip.to_string());
-    headers.remove("x-forwarded-for");
+    headers.remove(X_FORWARDED_FOR);
     if let Ok(value) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", value);
+        headers.insert(X_FORWARDED_FOR, value);
     }
 
-    if !(trusted && headers.contains_key("x-forwarded-proto")) {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    if !(trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    if !(trusted && headers.contains_key("x-forwarded-host")) {
-        headers.remove("x-forwarded-host");
+    if !(trusted && headers.contains_key(X_FORWARDED_HOST)) {
+        headers.remove(X_FORWARDED_HOST);
         if let Some(value) = out.host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.insert("x-forwarded-host", value);
+            headers.insert(X_FORWARDED_HOST, value);
         }
     }
 
@@ -275,9 +282,9 @@ fn set_forwarding_headers(out: &Outbound<'_>, headers: &mut HeaderMap) {
         headers.insert(header::FORWARDED, value);
     }
 
-    headers.remove("x-real-ip");
+    headers.remove(X_REAL_IP);
     if let Ok(value) = HeaderValue::from_str(&client_ip.to_string()) {
-        headers.insert("x-real-ip", value);
+        headers.insert(X_REAL_IP, value);
     }
 }
 
@@ -358,7 +365,9 @@ pub async fn send(
     }
     let allow_underscore = out.route.allow_underscore_headers;
     keep_allowed_trailer_names(&mut parts.headers, out.identity, allow_underscore);
-    let body = if send_body {
+    // A request without a body (most GETs) skips the idle timer and the trailer filter: it
+    // can carry neither a frame nor a trailer.
+    let body = if send_body && !body.is_end_stream() {
         let identity = out.identity.clone();
         let metrics = out.metrics.clone();
         // Trailers arrive after this function returned, polled by the upstream connection's
@@ -645,7 +654,7 @@ mod tests {
         };
         let mut headers = HeaderMap::new();
         headers.insert(
-            "x-forwarded-for",
+            X_FORWARDED_FOR,
             HeaderValue::from_static("1.1.1.1, 2.2.2.2, 10.0.0.7"),
         );
         let peer: IpAddr = "10.0.0.1".parse().expect("ip");
