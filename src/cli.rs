@@ -40,30 +40,7 @@ pub enum Command {
     },
     /// Explain, step by step, why a request would be allowed or refused. Exit 0 when allowed,
     /// 1 when refused, 2 on a usage or config error. Never prints a token's signature.
-    Explain {
-        #[arg(long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
-        /// The Bearer token to send (visible in `ps`; prefer --token-file).
-        #[arg(long, conflicts_with = "token_file")]
-        token: Option<String>,
-        /// A file holding the Bearer token (`-` reads standard input).
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-        #[arg(long, default_value = "GET")]
-        method: String,
-        /// The request URL, e.g. https://api.example.com/orders?id=7
-        #[arg(long)]
-        url: String,
-        /// An extra request header, `Name: value`; repeatable.
-        #[arg(short = 'H', long = "header")]
-        headers: Vec<String>,
-        /// Verify with the keys in this JWKS file instead of fetching the providers' JWKS.
-        #[arg(long)]
-        jwks: Option<PathBuf>,
-        /// Print the trace as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Explain(ExplainArgs),
     /// Start an echo upstream and the gateway in front of it, with an embedded demo config.
     Demo {
         /// Where the demo gateway listens.
@@ -105,36 +82,33 @@ pub fn main() -> ExitCode {
         Command::Demo { listen, admin } => block_on(crate::demo::run(listen, admin)),
         Command::Revoke { target } => crate::ops::revoke_client::main(&target, false),
         Command::Unrevoke { target } => crate::ops::revoke_client::main(&target, true),
-        Command::Explain {
-            config,
-            token,
-            token_file,
-            method,
-            url,
-            headers,
-            jwks,
-            json,
-        } => explain(ExplainArgs {
-            config,
-            token,
-            token_file,
-            method,
-            url,
-            headers,
-            jwks,
-            json,
-        }),
+        Command::Explain(args) => explain(args),
     }
 }
 
-struct ExplainArgs {
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    #[arg(long, default_value = DEFAULT_CONFIG)]
     config: PathBuf,
+    /// The Bearer token to send (visible in `ps`; prefer --token-file).
+    #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
+    /// A file holding the Bearer token (`-` reads standard input).
+    #[arg(long)]
     token_file: Option<PathBuf>,
+    #[arg(long, default_value = "GET")]
     method: String,
+    /// The request URL, e.g. https://api.example.com/orders?id=7
+    #[arg(long)]
     url: String,
+    /// An extra request header, `Name: value`; repeatable.
+    #[arg(short = 'H', long = "header")]
     headers: Vec<String>,
+    /// Verify with the keys in this JWKS file instead of fetching the providers' JWKS.
+    #[arg(long)]
     jwks: Option<PathBuf>,
+    /// Print the trace as JSON.
+    #[arg(long)]
     json: bool,
 }
 

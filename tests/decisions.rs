@@ -61,14 +61,6 @@ login_url = "https://login.example.com/start"
     .await
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Nginx {
     child: Child,
     addr: SocketAddr,

@@ -40,14 +40,6 @@ struct Redis {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Redis {
     /// A persistent (AOF, fsync always) Redis on a free port; `None` outside CI when
     /// `redis-server` is not installed.

@@ -22,6 +22,22 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
+/// A small JSON answer the gateway writes itself (admin and API endpoints), never cached.
+pub fn json(status: http::StatusCode, value: &serde_json::Value) -> http::Response<Body> {
+    let mut response = http::Response::new(full(format!("{value}\n")));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }

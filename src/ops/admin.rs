@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 
 use crate::auth::jwt::ProviderKeys;
 use crate::auth::revocations::Shared;
-use crate::edge::body::{full, Body};
+use crate::edge::body::{full, json, Body};
 use crate::edge::server::{PeerInfo, RequestHandler};
 use crate::ops::metrics::Metrics;
 use crate::state::{SharedState, Snapshot};
@@ -82,13 +82,13 @@ impl Admin {
         if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
             return json(
                 StatusCode::NOT_FOUND,
-                serde_json::json!({"status": 404, "reason": "no_route"}),
+                &serde_json::json!({"status": 404, "reason": "no_route"}),
             );
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut response = json(
                 StatusCode::METHOD_NOT_ALLOWED,
-                serde_json::json!({"status": 405, "reason": "method_not_allowed"}),
+                &serde_json::json!({"status": 405, "reason": "method_not_allowed"}),
             );
             response
                 .headers_mut()
@@ -96,10 +96,10 @@ impl Admin {
             return response;
         }
         match path {
-            "/healthz" => json(StatusCode::OK, serde_json::json!({"status": "ok"})),
+            "/healthz" => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
             "/readyz" => match readiness(&self.state.load(), &self.health) {
-                Ok(()) => json(StatusCode::OK, serde_json::json!({"status": "ready"})),
-                Err(why) => json(StatusCode::SERVICE_UNAVAILABLE, why),
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
+                Err(why) => json(StatusCode::SERVICE_UNAVAILABLE, &why),
             },
             _ => self.scrape(),
         }
@@ -156,22 +156,9 @@ impl Admin {
                 tracing::error!(%error, "cannot encode metrics");
                 json(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    serde_json::json!({"status": 500, "reason": "metrics_unavailable"}),
+                    &serde_json::json!({"status": 500, "reason": "metrics_unavailable"}),
                 )
             }
         }
     }
-}
-
-fn json(status: StatusCode, body: serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(full(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }

@@ -20,7 +20,7 @@ use crate::auth::denylist_redis::Written;
 use crate::auth::jwt::now_unix;
 use crate::auth::keys::sha256;
 use crate::auth::revocations::Shared;
-use crate::edge::body::{full, Body};
+use crate::edge::body::{json, Body};
 use crate::edge::server::{PeerInfo, RequestHandler};
 use crate::ops::metrics::Metrics;
 
@@ -90,7 +90,7 @@ impl Refusal {
         if let Some(detail) = self.detail {
             body["detail"] = detail.into();
         }
-        let mut response = json(self.status, body);
+        let mut response = json(self.status, &body);
         if self.status == StatusCode::UNAUTHORIZED {
             let challenge = if self.reason == "missing_credential" {
                 format!("Bearer realm=\"{REALM}\"")
@@ -220,7 +220,7 @@ impl RevokeApi {
         };
         Ok(json(
             StatusCode::OK,
-            serde_json::json!({"scope": self.scope(), "count": entries.len(), "entries": entries}),
+            &serde_json::json!({"scope": self.scope(), "count": entries.len(), "entries": entries}),
         ))
     }
 
@@ -319,7 +319,7 @@ impl RevokeApi {
                             is lost when it restarts"
                 .into();
         }
-        Ok(json(StatusCode::OK, body))
+        Ok(json(StatusCode::OK, &body))
     }
 }
 
@@ -333,17 +333,4 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Refusal> {
     collected
         .map(|c| c.to_bytes())
         .map_err(|_| Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"))
-}
-
-fn json(status: StatusCode, body: serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(full(format!("{body}\n")));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }

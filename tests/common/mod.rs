@@ -377,3 +377,12 @@ pub fn wait_exit(
     let _ = child.kill();
     None
 }
+
+/// A loopback port that was free a moment ago, for servers that cannot bind port 0 themselves.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
