@@ -21,8 +21,12 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
         .lossy(false)
         .thread_name("authgate-log")
         .finish(std::io::stderr());
+    // Colour only for a person at a terminal: escape codes in a file or a log pipeline are noise,
+    // and formatting them costs time on every line.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(writer);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
