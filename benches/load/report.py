@@ -60,9 +60,13 @@ print(
     f"Servers and the upstream on cpu {meta.get('server_cpu')}, wrk on cpu "
     f"{meta.get('client_cpu')}. {meta.get('duration')} s per row at 32 connections, "
     f"{meta.get('duration1')} s at 1, after {meta.get('warmup')} s of warm-up. CPU from "
-    f"/proc utime+stime ({tick:.0f} µs ticks)."
+    f"/proc utime+stime ({tick:.0f} µs ticks). Load average (1/5/15 min) {meta.get('loadavg')}: "
+    "anything above ~2 means other work shared the cores."
 )
 print()
+if meta.get("mode") == "smoke":
+    print("**Smoke run: debug binary, 1 s rows, no warm-up. It proves the script works; its figures mean nothing.**")
+    print()
 print("| row | conns | req/s | × nginx | p50 µs | p99 µs | p99.9 µs | proxy CPU µs/req | upstream CPU µs/req | peak RSS MiB | responses |")
 print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
 for r in rows:

@@ -49,6 +49,7 @@ OUT=${BENCH_OUT:-$ROOT/target/bench-load}
 W="$OUT/work"
 ISSUER="http://bench.authgate.invalid"
 T0=$(date +%s)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log() { printf '[%3ds] %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
 die() { log "FAILED: $*"; log "logs are in $W"; exit 1; }
 
@@ -449,6 +450,7 @@ fi
   echo "duration1=$DURATION1"
   echo "warmup=$WARMUP"
   echo "mem_conns=$MEM_CONNS"
+  echo "loadavg=$LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
   echo "server_cpu=$SERVER_CPU"
   echo "client_cpu=$CLIENT_CPU"
 } > "$OUT/meta.txt"
