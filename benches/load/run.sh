@@ -45,7 +45,7 @@ CONNS=(32)
 
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
-OUT=${BENCH_OUT:-$ROOT/target/bench-load}
+OUT=$(realpath -m "${BENCH_OUT:-$ROOT/target/bench-load}")  # nginx -p needs absolute paths
 W="$OUT/work"
 ISSUER="http://bench.authgate.invalid"
 T0=$(date +%s)
