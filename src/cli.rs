@@ -129,7 +129,8 @@ fn explain(args: ExplainArgs) -> ExitCode {
     };
     let url: http::Uri = match args.url.parse() {
         Ok(url) => url,
-        Err(e) => return usage(format!("--url {:?}: {e}", args.url)),
+        // Not echoed: a URL may carry a password or an access token in its query.
+        Err(e) => return usage(format!("--url is not a URL: {e}")),
     };
     let mut headers = Vec::new();
     for raw in &args.headers {
@@ -140,7 +141,16 @@ fn explain(args: ExplainArgs) -> ExitCode {
         });
         match parsed {
             Some(header) => headers.push(header),
-            None => return usage(format!("-H {raw:?} is not `Name: value`")),
+            // Only what stands before the first space or colon: a mistyped header can hold a
+            // credential (`-H 'Authorization Bearer eyJ…'`).
+            None => {
+                let shown: String = raw
+                    .chars()
+                    .take_while(|c| *c != ':' && !c.is_whitespace())
+                    .take(64)
+                    .collect();
+                return usage(format!("-H {shown:?}…: not `Name: value`"));
+            }
         }
     }
     let token = match (&args.token, &args.token_file) {

@@ -220,6 +220,14 @@ async fn decide_only(
     }
     let (head, _body) = req.into_parts();
     let (mut original, scheme) = forward_auth::reconstruct(caller, settings, head)?;
+    // The calling proxy forwards the client's own request, not the cleaned copy decided on
+    // here: a header the proxy pipeline would remove cannot be removed, so it is refused.
+    if let Some(name) = forward_auth::unsafe_header(&original.headers, &snapshot.identity) {
+        tracing::warn!(header = %name, "forward-auth request carries a header the proxy would pass on unchecked; refused");
+        return Err(GatewayError::BadRequest {
+            reason: "forward_auth_unsafe_header",
+        });
+    }
     decide(snapshot, &mut original, scheme, &mut trace.decision).await?;
     Ok(forward_auth::allowed(
         &snapshot.identity,

@@ -192,12 +192,8 @@ async fn nginx_auth_request_asks_authgate_and_forwards_its_identity() {
         send(&client, request(&format!("{base}{path}"), headers))
     };
 
-    // Allowed: the upstream sees the gateway's identity, not the client's spoof.
-    let reply = call(
-        "/api/orders?x=1",
-        &[("authorization", &good), ("x-auth-subject", "root")],
-    )
-    .await;
+    // Allowed: the upstream sees the gateway's identity.
+    let reply = call("/api/orders?x=1", &[("authorization", &good)]).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.upstream_path(), "/api/orders?x=1");
     assert_eq!(reply.upstream_header("x-auth-subject"), ["alice"]);
@@ -219,10 +215,28 @@ async fn nginx_auth_request_asks_authgate_and_forwards_its_identity() {
         403
     );
 
-    // Public route: allowed, and a spoofed identity never reaches the upstream.
-    let reply = call("/public/x", &[("x-auth-subject", "root")]).await;
+    // Public route: allowed, with no identity at the upstream.
+    let reply = call("/public/x", &[]).await;
     assert_eq!(reply.status, 200);
     assert!(reply.upstream_header("x-auth-subject").is_empty());
+    // nginx forwards the client's own headers: one the gateway would have stripped (identity in
+    // any spelling, a path or method override) is refused, never passed on.
+    for spoof in [
+        ("x-auth-subject", "root"),
+        ("X-AUTH-ROLES", "admin"),
+        ("x-original-url", "/api/admin"),
+        ("x-http-method-override", "DELETE"),
+    ] {
+        for path in ["/public/x", "/api/orders"] {
+            let reply = call(path, &[("authorization", &good), spoof]).await;
+            assert_eq!(reply.status, 403, "{spoof:?} on {path}");
+            assert!(!String::from_utf8_lossy(&reply.body).contains("\"headers\""));
+        }
+    }
+    // An underscore spelling never gets that far: nginx drops such names itself by default.
+    let reply = call("/public/x", &[("x_auth_roles", "admin")]).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.json()["headers"].get("x_auth_roles").is_none());
 
     // Path tricks: the original URI is normalised exactly as a proxied request's would be.
     let raw = |target: &str| {
@@ -415,4 +429,89 @@ async fn traefik_and_envoy_request_shapes_get_the_same_decisions() {
     assert_eq!(status, 401);
     let (status, _, _) = ask("127.0.0.1", decider, "/envoy/nowhere", &[]).await;
     assert_eq!(status, 404);
+    // Envoy removes what the answer lists: every identity header this request did not get.
+    let (status, headers, _) = ask("127.0.0.1", decider, "/envoy/public/x", &[]).await;
+    assert_eq!(status, 200);
+    let removed = headers["x-envoy-auth-headers-to-remove"].to_str().unwrap();
+    assert!(
+        removed.contains("x-auth-subject") && removed.contains("x-auth-issuer"),
+        "{removed}"
+    );
+    // Describing a spoof is refused whatever the caller.
+    let mut spoofed = traefik("/public/x", "GET");
+    spoofed.push(("x-auth-subject", "root"));
+    let (status, headers, _) = ask("127.0.0.1", decider, "/traefik", &spoofed).await;
+    assert_eq!(status, 400);
+    assert_eq!(headers["x-authgate-reason"], "forward_auth_unsafe_header");
+}
+
+#[tokio::test]
+async fn a_cross_site_websocket_handshake_is_refused_even_without_upgrade() {
+    let (key, idp) = issuer_with_key(Algorithm::ES256, Some("k1")).await;
+    let up = echo().await;
+    let gw = start(&format!(
+        r#"[server]
+trusted_proxies = ["127.0.0.1"]
+
+[[listener]]
+address = "127.0.0.1:0"
+
+[forward_auth]
+address = "127.0.0.1:0"
+
+[auth]
+session_cookie = "sess"
+
+{provider}
+[[route]]
+name = "ws"
+path_prefix = "/ws"
+upstream = "http://{up}"
+"#,
+        provider = provider_toml("main", &idp, "\"ES256\"")
+    ))
+    .await;
+    let decider = gw.forward_auth_addr.unwrap();
+    let cookie = format!("sess={}", key.token(&claims(&idp.issuer(), "alice")));
+    // The proxy's subrequest keeps the key and the origin but drops Upgrade (hop-by-hop).
+    let handshake = |origin: &'static str| {
+        vec![
+            ("x-original-uri", "/ws/chat"),
+            ("x-original-method", "GET"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("origin", origin),
+        ]
+    };
+    let mut evil = handshake("https://evil.example");
+    evil.push(("cookie", &cookie));
+    let (status, headers, _) = ask("127.0.0.1", decider, "/nginx", &evil).await;
+    assert_eq!(status, 403);
+    assert_eq!(headers["x-authgate-reason"], "csrf_origin");
+    let mut own = handshake("http://auth.internal");
+    own.push(("cookie", &cookie));
+    let (status, headers, _) = ask("127.0.0.1", decider, "/nginx", &own).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-auth-subject"], "alice");
+}
+
+#[tokio::test]
+async fn envoy_over_http2_names_the_host_in_its_authority() {
+    let (_key, idp) = issuer_with_key(Algorithm::ES256, Some("k1")).await;
+    let up = echo().await;
+    let gw = decider(&idp, up, "127.0.0.1").await;
+    let stream = tokio::net::TcpStream::connect(gw.forward_auth_addr.unwrap())
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("http://shop.example.com/envoy/public/x")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let reply = collect(sender.send_request(req).await.unwrap()).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.headers);
 }

@@ -333,4 +333,25 @@ fn explain_exits_2_on_usage_and_config_errors() {
         "no colon",
     ]);
     assert_eq!(output.status.code(), Some(2));
+    // A mistyped header that holds a credential is not echoed back.
+    let output = run(&[
+        "explain",
+        "--config",
+        "config/authgate.toml",
+        "--url",
+        "http://x/",
+        "-H",
+        "Authorization Bearer eyJsecretsecretsecret",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("eyJsecret"));
+    let output = run(&[
+        "explain",
+        "--config",
+        "config/authgate.toml",
+        "--url",
+        "http://user:hunter2@x/ y",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("hunter2"));
 }

@@ -268,6 +268,11 @@ impl IdentityRules {
             .chain(self.claims.iter().map(|c| &c.header))
     }
 
+    /// The exact names configured to be stripped (`strip`), beside the prefix.
+    pub fn strip_names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
+
     /// `name` is in the identity namespace, in any spelling.
     pub fn in_namespace(&self, name: &str) -> bool {
         let name = name.as_bytes();

@@ -50,8 +50,10 @@ impl std::fmt::Debug for RevocationSettings {
 /// `scheme://host:port` of a Redis URL, without user, password or database.
 pub fn redis_display(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // Everything up to the last '@' may be a password, and an unescaped one may itself hold
+    // '/', '?' or '@': cut at the last '@' of the whole text before looking for the path.
+    let after_userinfo = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host = after_userinfo.split(['/', '?']).next().unwrap_or_default();
     format!("{scheme}://{host}")
 }
 
@@ -186,5 +188,25 @@ pub(super) fn build_revocation(
             .map(|o| *o.get_ref())
             .unwrap_or_default(),
         api,
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::redis_display;
+
+    #[test]
+    fn a_password_never_shows_whatever_it_holds() {
+        for (url, shown) in [
+            ("redis://:Zk3q/9+w@redis:6379/0", "redis://redis:6379"),
+            ("redis://default:Pa55?x@redis", "redis://redis"),
+            (
+                "rediss://u:a@b@redis.internal:6380",
+                "rediss://redis.internal:6380",
+            ),
+            ("redis://redis:6379", "redis://redis:6379"),
+        ] {
+            assert_eq!(redis_display(url), shown, "{url}");
+        }
     }
 }

@@ -153,7 +153,11 @@ pub async fn decide(
     trace.credential = credential.as_ref().map(|c| c.source);
     if let Some(credential) = &credential {
         // A cookie rides along on cross-site requests; only a same-origin caller may change state.
-        let state_changing = !credential::is_safe_method(&head.method) || upgrade.is_some();
+        // A WebSocket handshake changes state whatever its method; a forward-auth caller drops
+        // `Upgrade` (hop-by-hop) but the key still says what the request is.
+        let state_changing = !credential::is_safe_method(&head.method)
+            || upgrade.is_some()
+            || head.headers.contains_key(http::header::SEC_WEBSOCKET_KEY);
         if credential.source == Source::Cookie && state_changing {
             check_origin(head, route, scheme, host.as_ref())?;
         }

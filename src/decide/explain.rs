@@ -114,7 +114,15 @@ pub async fn explain(
         name: "request",
         outcome: "info",
         lines: vec![
-            format!("{} {scheme}://{authority}{target}", question.method),
+            format!(
+                "{} {scheme}://{}{}",
+                question.method,
+                authority
+                    .as_str()
+                    .rsplit_once('@')
+                    .map_or(authority.as_str(), |(_, host)| host),
+                redact_query(&target)
+            ),
             format!("headers sent: {}", sent_headers.join(", ")),
         ],
     });
@@ -222,6 +230,21 @@ pub async fn explain(
         reason,
         allowed,
     })
+}
+
+/// The target with every query value replaced: a query may carry an access token.
+fn redact_query(target: &str) -> String {
+    let Some((path, query)) = target.split_once('?') else {
+        return target.to_string();
+    };
+    let names: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) => format!("{name}=…"),
+            None => pair.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", names.join("&"))
 }
 
 fn failed_or_skipped<T>(

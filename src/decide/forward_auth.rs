@@ -19,6 +19,7 @@ use http::{
 use crate::auth::identity::IdentityRules;
 use crate::config::build::ForwardAuthSettings;
 use crate::edge::body::{empty, Body};
+use crate::edge::headers::{is_one_of, METHOD_OVERRIDES, PATH_OVERRIDES};
 use crate::error::GatewayError;
 
 /// Which proxy is asking, by the path it called.
@@ -139,19 +140,40 @@ pub fn reconstruct(
         .map(HeaderValue::from_str)
         .transpose()
         .map_err(|_| bad_target())?;
+    // HTTP/2 callers (Envoy) name the host in `:authority`, not in a Host header.
+    let authority = head
+        .uri
+        .authority()
+        .filter(|_| !head.headers.contains_key(header::HOST))
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
     let (mut original, ()) = http::Request::new(()).into_parts();
     original.method = method;
     original.uri = Uri::from(target);
     // Routed like an HTTP/1.1 request: a host is required and is parsed strictly.
     original.version = Version::HTTP_11;
     original.headers = std::mem::take(&mut head.headers);
-    if let Some(host) = host {
+    if let Some(host) = host.or(authority) {
         original.headers.insert(header::HOST, host);
     }
     for name in DESCRIBING {
         original.headers.remove(name);
     }
     Ok((original, scheme))
+}
+
+/// The first header the calling proxy would forward to the upstream as the client sent it and
+/// the proxy pipeline would have removed: an identity header (in any spelling), or a header
+/// asking the back end to route on another path or method.
+pub fn unsafe_header(headers: &HeaderMap, identity: &IdentityRules) -> Option<HeaderName> {
+    headers
+        .keys()
+        .find(|name| {
+            let name = name.as_str();
+            identity.in_namespace(name)
+                || is_one_of(name, &PATH_OVERRIDES)
+                || is_one_of(name, &METHOD_OVERRIDES)
+        })
+        .cloned()
 }
 
 /// The answer to an allowed request: 200 with the identity headers the proxy copies onto the
@@ -165,9 +187,23 @@ pub fn allowed(
     let mut response = Response::new(empty());
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
+    let mut absent = Vec::new();
     for name in identity.injected_names() {
+        let mut set = false;
         for value in decided.get_all(name) {
             headers.append(name.clone(), value.clone());
+            set = true;
+        }
+        if !set {
+            absent.push(name.as_str());
+        }
+    }
+    absent.extend(identity.strip_names());
+    // Envoy copies only the headers named in this answer; these it removes from the request it
+    // forwards, so a client's own value of an identity header this request did not get is gone.
+    if let Ok(value) = HeaderValue::from_str(&absent.join(",")) {
+        if !absent.is_empty() {
+            headers.insert("x-envoy-auth-headers-to-remove", value);
         }
     }
     headers.insert(
