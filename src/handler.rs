@@ -157,6 +157,8 @@ async fn respond(
     if let (Some(_), Some(provider)) = (&trace.decision.authenticated, provider_metrics) {
         provider.allowed();
     }
+    // Forward-auth: the method of the request decided on, not the proxy's GET.
+    let method = trace.decision.method.take().unwrap_or(method);
     route_metrics.observe(&method, status, elapsed.as_secs_f64());
     response
         .headers_mut()
@@ -220,6 +222,7 @@ async fn decide_only(
     }
     let (head, _body) = req.into_parts();
     let (mut original, scheme) = forward_auth::reconstruct(caller, settings, head)?;
+    trace.decision.method = Some(original.method.clone());
     // The calling proxy forwards the client's own request, not the cleaned copy decided on
     // here: a header the proxy pipeline would remove cannot be removed, so it is refused.
     if let Some(name) = forward_auth::unsafe_header(&original.headers, &snapshot.identity) {

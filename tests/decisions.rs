@@ -348,6 +348,12 @@ async fn traefik_and_envoy_request_shapes_get_the_same_decisions() {
     assert_eq!(status, 200);
     assert_eq!(headers["x-auth-subject"], "alice");
     assert_eq!(headers["x-request-id"].len(), 32);
+    // Counted and logged as the request decided on (a POST to "api"), not the proxy's GET.
+    let text = gw.metrics.encode().unwrap();
+    assert!(
+        text.contains(r#"authgate_requests_total{method="POST",route="api",status_class="2xx"} 1"#),
+        "{text}"
+    );
 
     let (status, headers, body) = ask(
         "127.0.0.1",

@@ -26,6 +26,9 @@ pub struct Trace {
     pub route: Option<usize>,
     /// Canonical `host[:port]`.
     pub host: Option<String>,
+    /// The method decided on, when it is not the method the gateway received (forward-auth
+    /// describes another request).
+    pub method: Option<http::Method>,
     /// The normalised path that was routed on (never the query string).
     pub path: Option<String>,
     pub provider: Option<usize>,
