@@ -20,6 +20,17 @@ const ALGORITHMS: [(&str, Algorithm); 12] = [
     ("HS512", Algorithm::HS512),
 ];
 
+/// Every algorithm of the table.
+pub const ALL: [Algorithm; 12] = {
+    let mut all = [Algorithm::HS256; 12];
+    let mut i = 0;
+    while i < ALGORITHMS.len() {
+        all[i] = ALGORITHMS[i].1;
+        i += 1;
+    }
+    all
+};
+
 /// The algorithm with this exact (case-sensitive) JWS name.
 pub fn algorithm_from_name(name: &str) -> Option<Algorithm> {
     ALGORITHMS

@@ -471,9 +471,8 @@ impl Verifier {
         }
         let key = provider.key(kid, alg).await?;
         let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-        match jsonwebtoken::crypto::verify(signature_b64, signing_input.as_bytes(), &key.key, alg) {
-            Ok(true) => {}
-            _ => return Err(TokenError::BadSignature.into()),
+        if !signature_holds(&key, alg, signature_b64, signing_input.as_bytes()) {
+            return Err(TokenError::BadSignature.into());
         }
         let verified = check_claims(provider, claims, key.kid.clone())?;
         check_times(provider, &verified, now)?;
@@ -524,6 +523,19 @@ fn optional_string(
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(TokenError::InvalidClaimType(name)),
+    }
+}
+
+/// The key parsed at load when it has one for `alg` (public-key algorithms), else
+/// jsonwebtoken's check (HMAC secrets).
+fn signature_holds(key: &VerifyKey, alg: Algorithm, signature_b64: &str, message: &[u8]) -> bool {
+    match key.parsed.iter().find(|(a, _)| *a == alg) {
+        Some((_, parsed)) => URL_SAFE_NO_PAD
+            .decode(signature_b64)
+            .is_ok_and(|signature| parsed.verify_sig(message, &signature).is_ok()),
+        None => {
+            jsonwebtoken::crypto::verify(signature_b64, message, &key.key, alg).unwrap_or(false)
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use aws_lc_rs::signature::{ParsedPublicKey, VerificationAlgorithm};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -18,8 +19,78 @@ pub struct VerifyKey {
     /// The JWK's `alg`, when it names one: the token's `alg` must then equal it.
     pub alg: Option<Algorithm>,
     pub key: DecodingKey,
+    /// The key parsed once, for each algorithm it may verify: a signature check then starts
+    /// from parsed key material instead of re-parsing the JWK's components every time.
+    pub parsed: Vec<(Algorithm, ParsedPublicKey)>,
     /// Identifies the key material, so a cached verification is dropped when its key goes.
     pub fingerprint: [u8; 32],
+}
+
+/// aws-lc's verifier for a JWS algorithm; `None` for HMAC, which is not a public-key check.
+fn verifier(alg: Algorithm) -> Option<&'static dyn VerificationAlgorithm> {
+    use aws_lc_rs::signature as sig;
+    Some(match alg {
+        Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+        Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+        Algorithm::EdDSA => &sig::ED25519,
+        _ => return None,
+    })
+}
+
+/// DER of a PKCS#1 `RSAPublicKey` (`SEQUENCE { INTEGER n, INTEGER e }`), the form aws-lc parses.
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn length(len: usize, out: &mut Vec<u8>) {
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes = len.to_be_bytes();
+            let skip = bytes.iter().take_while(|&&b| b == 0).count();
+            out.push(0x80 | (bytes.len() - skip) as u8);
+            out.extend_from_slice(&bytes[skip..]);
+        }
+    }
+    fn integer(value: &[u8], out: &mut Vec<u8>) {
+        let value = &value[value.iter().take_while(|&&b| b == 0).count()..];
+        let pad = value.first().is_none_or(|&b| b & 0x80 != 0);
+        out.push(0x02);
+        length(value.len() + usize::from(pad), out);
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(value);
+    }
+    let mut body = Vec::with_capacity(n.len() + e.len() + 16);
+    integer(n, &mut body);
+    integer(e, &mut body);
+    let mut der = Vec::with_capacity(body.len() + 4);
+    der.push(0x30);
+    length(body.len(), &mut der);
+    der.extend_from_slice(&body);
+    der
+}
+
+/// Parses `public` once for every algorithm the key may verify. A parse aws-lc refuses only
+/// leaves that algorithm to the slower path, which then refuses or accepts as before.
+fn parse_for(
+    kind: KeyKind,
+    only: Option<Algorithm>,
+    public: &[u8],
+) -> Vec<(Algorithm, ParsedPublicKey)> {
+    crate::auth::algorithms::ALL
+        .iter()
+        .copied()
+        .filter(|alg| kind.fits(*alg) && only.is_none_or(|own| own == *alg))
+        .filter_map(|alg| {
+            let parsed = ParsedPublicKey::new(verifier(alg)?, public).ok()?;
+            Some((alg, parsed))
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -43,6 +114,7 @@ impl VerifyKey {
             kind: KeyKind::Hmac,
             alg: None,
             key: DecodingKey::from_secret(secret),
+            parsed: Vec::new(),
             fingerprint: sha256(&[b"oct", secret]),
         }
     }
@@ -181,6 +253,7 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
             .map_err(|_| format!("key member \"{name}\" is not base64url"))
     };
     let kty = member(jwk, "kty")?;
+    let public: Vec<u8>;
     let (kind, key, fingerprint) = match kty {
         "RSA" => {
             let n = decode("n")?;
@@ -194,6 +267,7 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
                 return Err(format!("RSA modulus of {bits} bits is too short"));
             }
             let key = DecodingKey::from_rsa_raw_components(&n, &e);
+            public = rsa_public_key_der(&n, &e);
             (KeyKind::Rsa, key, sha256(&[b"RSA", &n, &e]))
         }
         "EC" => {
@@ -209,6 +283,8 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
             }
             let key = DecodingKey::from_ec_components(member(jwk, "x")?, member(jwk, "y")?)
                 .map_err(|e| format!("bad EC key: {e}"))?;
+            // SEC 1 uncompressed point.
+            public = [&[0x04], x.as_slice(), y.as_slice()].concat();
             (kind, key, sha256(&[b"EC", &x, &y]))
         }
         "OKP" => {
@@ -221,6 +297,7 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
             }
             let key = DecodingKey::from_ed_components(member(jwk, "x")?)
                 .map_err(|e| format!("bad OKP key: {e}"))?;
+            public = x.clone();
             (KeyKind::Ed25519, key, sha256(&[b"OKP", &x]))
         }
         other => return Err(format!("unsupported kty {other:?}")),
@@ -230,11 +307,13 @@ fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
             return Err(format!("key alg {alg:?} does not fit its kty"));
         }
     }
+    let parsed = parse_for(kind, alg, &public);
     Ok(VerifyKey {
         kid,
         kind,
         alg,
         key,
+        parsed,
         fingerprint,
     })
 }
@@ -325,5 +404,43 @@ mod tests {
             set.select(Some("any"), Algorithm::RS256),
             Selection::UnknownKid
         ));
+    }
+
+    #[test]
+    fn public_keys_are_parsed_once_and_verify_real_signatures() {
+        use crate::demo::issuer::SigningKey;
+        for alg in [
+            Algorithm::RS256,
+            Algorithm::PS384,
+            Algorithm::ES256,
+            Algorithm::ES384,
+            Algorithm::EdDSA,
+        ] {
+            let signer = SigningKey::generate(alg, Some("k")).expect("a key");
+            // Without `alg` on the JWK, every algorithm of its kind is parsed.
+            let key = parse_jwk(&signer.public_jwk(false).expect("a public half")).expect("a key");
+            assert!(
+                key.parsed.iter().any(|(a, _)| *a == alg),
+                "{alg:?} was not parsed"
+            );
+            let token = signer.token(&json!({"sub": "x"}));
+            let (input, signature) = token.rsplit_once('.').expect("three parts");
+            let signature = URL_SAFE_NO_PAD.decode(signature).expect("base64url");
+            let (_, parsed) = key
+                .parsed
+                .iter()
+                .find(|(a, _)| *a == alg)
+                .expect("parsed for alg");
+            assert!(
+                parsed.verify_sig(input.as_bytes(), &signature).is_ok(),
+                "{alg:?}"
+            );
+            let mut tampered = signature.clone();
+            tampered[0] ^= 1;
+            assert!(
+                parsed.verify_sig(input.as_bytes(), &tampered).is_err(),
+                "{alg:?}"
+            );
+        }
     }
 }
