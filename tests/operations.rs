@@ -214,8 +214,9 @@ async fn metrics_pass_promtool_and_count_every_decision_by_reason() {
     };
     assert_eq!(decision("main", "allowed", "ok"), Some(2.0), "{text}");
     assert_eq!(decision("-", "denied", "missing_credential"), Some(1.0));
-    assert_eq!(decision("-", "denied", "token_expired"), Some(1.0));
-    assert_eq!(decision("-", "denied", "bad_signature"), Some(1.0));
+    // Refused after its issuer chose a provider: counted under that provider.
+    assert_eq!(decision("main", "denied", "token_expired"), Some(1.0));
+    assert_eq!(decision("main", "denied", "bad_signature"), Some(1.0));
     assert_eq!(decision("main", "denied", "insufficient_scope"), Some(1.0));
     let requests = |route: &str, class: &str| {
         sample(

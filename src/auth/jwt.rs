@@ -345,6 +345,22 @@ impl Verifier {
         self.providers.iter().position(|p| &*p.name == name)
     }
 
+    /// The provider a refused token's `iss` named, once verification had got that far (past
+    /// [`RULES`]' issuer rule): for metrics and logs, so an expired or badly signed token is
+    /// counted under its provider. Only the refusal path pays for this second read.
+    pub fn provider_of_refused(&self, token: &str, error: &VerifyError) -> Option<usize> {
+        let past_issuer = match error {
+            VerifyError::Token(error) => error.rule() > 4,
+            VerifyError::KeysUnavailable => true,
+        };
+        if !past_issuer {
+            return None;
+        }
+        let claims = decode_object(token.split('.').nth(1)?).ok()?;
+        let issuer = claims.get("iss")?.as_str()?;
+        self.by_issuer.get(issuer).copied()
+    }
+
     pub fn max_token_bytes(&self) -> usize {
         self.max_token_bytes
     }

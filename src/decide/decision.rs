@@ -294,6 +294,11 @@ async fn authenticate(
         .verifier
         .verify(&credential.token, accepted)
         .await
+        .inspect_err(|error| {
+            trace.provider = snapshot
+                .verifier
+                .provider_of_refused(&credential.token, error);
+        })
         .map_err(|error| match error {
             VerifyError::KeysUnavailable => GatewayError::KeysUnavailable,
             VerifyError::Token(error) => GatewayError::InvalidToken {
