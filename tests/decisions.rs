@@ -291,15 +291,20 @@ async fn ask(
     )
 }
 
-#[tokio::test]
-async fn only_a_trusted_proxy_may_describe_a_request() {
+/// A decider trusting 127.0.0.1, and a Bearer header for a token with the `write` scope.
+async fn decider_with_token() -> (Gateway, String) {
     let (key, idp) = issuer_with_key(Algorithm::ES256, Some("k1")).await;
     let up = echo().await;
     let gw = decider(&idp, up, "127.0.0.1").await;
-    let decider = gw.forward_auth_addr.unwrap();
     let mut scoped = claims(&idp.issuer(), "alice");
     scoped["scope"] = "write".into();
-    let good = format!("Bearer {}", key.token(&scoped));
+    (gw, format!("Bearer {}", key.token(&scoped)))
+}
+
+#[tokio::test]
+async fn only_a_trusted_proxy_may_describe_a_request() {
+    let (gw, good) = decider_with_token().await;
+    let decider = gw.forward_auth_addr.unwrap();
     let forged = [
         ("x-original-uri", "/public/x"),
         ("x-original-method", "GET"),
@@ -326,13 +331,8 @@ async fn only_a_trusted_proxy_may_describe_a_request() {
 
 #[tokio::test]
 async fn traefik_and_envoy_request_shapes_get_the_same_decisions() {
-    let (key, idp) = issuer_with_key(Algorithm::ES256, Some("k1")).await;
-    let up = echo().await;
-    let gw = decider(&idp, up, "127.0.0.1").await;
+    let (gw, good) = decider_with_token().await;
     let decider = gw.forward_auth_addr.unwrap();
-    let mut scoped = claims(&idp.issuer(), "alice");
-    scoped["scope"] = "write".into();
-    let good = format!("Bearer {}", key.token(&scoped));
     let traefik = |uri: &'static str, method: &'static str| {
         vec![
             ("x-forwarded-method", method),
@@ -520,4 +520,59 @@ async fn envoy_over_http2_names_the_host_in_its_authority() {
         .unwrap();
     let reply = collect(sender.send_request(req).await.unwrap()).await;
     assert_eq!(reply.status, 200, "{:?}", reply.headers);
+}
+
+#[test]
+fn forward_auth_config_errors_are_located() {
+    let refused = |section: &str| {
+        let toml = format!(
+            "[[listener]]\naddress = \"127.0.0.1:18080\"\n[admin]\naddress = \"127.0.0.1:18081\"\n{section}"
+        );
+        authgate::config::load_str(std::path::Path::new("fa.toml"), &toml)
+            .err()
+            .unwrap_or_else(|| panic!("accepted:\n{section}"))
+            .to_string()
+    };
+    let cases = [
+        (
+            "[forward_auth]\naddress = \"127.0.0.1:18080\"\n",
+            "fa.toml:5:1: forward_auth address 127.0.0.1:18080 is already a listener or the admin address",
+        ),
+        (
+            "[forward_auth]\naddress = \"127.0.0.1:18081\"\n",
+            "is already a listener or the admin address",
+        ),
+        (
+            "[forward_auth]\naddress = \"127.0.0.1:0\"\nnginx_path = \"nginx\"\n",
+            "fa.toml:7:14: nginx_path \"nginx\" must be an absolute path",
+        ),
+        (
+            "[forward_auth]\naddress = \"127.0.0.1:0\"\ntraefik_path = \"/t/\"\n",
+            "traefik_path \"/t/\" must be an absolute path",
+        ),
+        (
+            "[forward_auth]\naddress = \"127.0.0.1:0\"\nenvoy_prefix = \"/a//b\"\n",
+            "envoy_prefix \"/a//b\" must be an absolute path",
+        ),
+        (
+            "[forward_auth]\naddress = \"127.0.0.1:0\"\nnginx_path = \"/envoy/n\"\n",
+            "forward_auth paths overlap",
+        ),
+        (
+            "[forward_auth]\naddress = \"127.0.0.1:0\"\ntraefik_path = \"/nginx\"\n",
+            "forward_auth paths overlap",
+        ),
+        (
+            "[forward_auth]\naddress = \"127.0.0.1:0\"\nnginx = \"/n\"\n",
+            "unknown field `nginx`",
+        ),
+        (
+            "[forward_auth]\nnginx_path = \"/n\"\n",
+            "missing field `address`",
+        ),
+    ];
+    for (section, expected) in cases {
+        let errors = refused(section);
+        assert!(errors.contains(expected), "{section}\n=> {errors}");
+    }
 }

@@ -206,10 +206,7 @@ pub fn allowed(
             headers.insert("x-envoy-auth-headers-to-remove", value);
         }
     }
-    headers.insert(
-        HeaderName::from_static(crate::ops::request_id::HEADER),
-        request_id.clone(),
-    );
+    headers.insert(crate::ops::request_id::NAME, request_id.clone());
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
