@@ -283,6 +283,62 @@ async fn metrics_pass_promtool_and_count_every_decision_by_reason() {
     }
 }
 
+/// A client retrying an expired token (a common failure loop) is refused from memory after the
+/// first signature check; the memory keeps each route's provider rule, and a reload that
+/// changes the provider's leeway judges the token afresh.
+#[tokio::test]
+async fn a_retried_expired_token_is_refused_without_another_signature_check() {
+    let (_key_a, idp_a) = issuer_with_key(Algorithm::ES256, Some("a1")).await;
+    let (key_b, idp_b) = issuer_with_key(Algorithm::ES256, Some("b1")).await;
+    let up = echo().await;
+    let dir = temp_dir("expired-memo");
+    let path = dir.join("authgate.toml");
+    let admin = "[admin]\naddress = \"127.0.0.1:0\"\n";
+    let gw = start_in(&dir, &two_provider_config(&idp_a, &idp_b, up, "30s", admin)).await;
+    let base = format!("http://{}", gw.addrs[0]);
+    let mut stale = claims(&idp_b.issuer(), "bob");
+    stale["exp"] = (now() - 3600).into();
+    let stale = key_b.token(&stale);
+    let client = h1_client();
+    let misses = || async {
+        let text = admin_get(gw.admin_addr.unwrap(), "/metrics").await.body;
+        sample(
+            std::str::from_utf8(&text).unwrap(),
+            "authgate_token_cache_misses_total",
+            &[],
+        )
+    };
+    for _ in 0..3 {
+        let reply = send(&client, bearer(&format!("{base}/b/x"), &stale)).await;
+        assert_eq!(reply.status, 401);
+        assert!(reply.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("The access token expired"));
+    }
+    assert_eq!(
+        misses().await,
+        Some(1.0),
+        "one signature check for three tries"
+    );
+    let elsewhere = send(&client, bearer(&format!("{base}/a/x"), &stale)).await;
+    assert_eq!(elsewhere.status, 401);
+    assert_eq!(elsewhere.reason(), "provider_not_accepted");
+
+    std::fs::write(&path, two_provider_config(&idp_a, &idp_b, up, "2h", admin)).unwrap();
+    gw.reloader.reload("test").await.unwrap();
+    assert!(
+        eventually_async(LONG, || async {
+            send(&h1_client(), bearer(&format!("{base}/b/x"), &stale))
+                .await
+                .status
+                == 200
+        })
+        .await,
+        "within the new leeway the token is judged again and accepted"
+    );
+}
+
 /// Writes a config for the reload tests: two providers, one route each, and `extra`.
 fn two_provider_config(
     a: &authgate::demo::issuer::JwksServer,

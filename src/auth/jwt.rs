@@ -269,6 +269,10 @@ const MAX_KID_BYTES: usize = 256;
 /// The longest a verified token stays cached, even with a distant (or no) `exp`.
 const MAX_CACHE_TTL: Duration = Duration::from_secs(300);
 
+/// Remembered expired tokens: a bound of their own, so a burst of stale tokens cannot evict
+/// the verified ones.
+const MAX_EXPIRED_ENTRIES: u64 = 10_000;
+
 struct CacheExpiry;
 
 impl moka::Expiry<[u8; 32], CachedToken> for CacheExpiry {
@@ -287,6 +291,11 @@ pub struct Verifier {
     providers: Vec<Arc<Provider>>,
     by_issuer: HashMap<Arc<str>, usize>,
     cache: moka::sync::Cache<[u8; 32], CachedToken>,
+    /// Tokens whose signature held but which had expired, by hash, with the fingerprint of the
+    /// provider that judged them. Expiry never reverts, so a client retrying a stale token (a
+    /// common failure loop) is refused without another signature check; only a token that
+    /// passed the signature check can get in, so forged strings cannot fill it.
+    expired: moka::sync::Cache<[u8; 32], [u8; 32]>,
     cache_entries: u64,
     max_token_bytes: usize,
     cache_hits: IntCounter,
@@ -326,10 +335,18 @@ impl Verifier {
                 .expire_after(CacheExpiry)
                 .build(),
         };
+        let expired = match previous {
+            Some(previous) if previous.cache_entries == cache_entries => previous.expired.clone(),
+            _ => moka::sync::Cache::builder()
+                .max_capacity(cache_entries.min(MAX_EXPIRED_ENTRIES))
+                .time_to_live(MAX_CACHE_TTL)
+                .build(),
+        };
         Verifier {
             providers,
             by_issuer,
             cache,
+            expired,
             cache_entries,
             max_token_bytes,
             cache_hits,
@@ -401,9 +418,24 @@ impl Verifier {
             }
             self.cache.invalidate(&cache_key);
         }
+        if let Some(judge) = self.expired.get(&cache_key) {
+            // A reload that changed the provider (its leeway, say) judges the token afresh.
+            if let Some(index) = self.providers.iter().position(|p| p.fingerprint == judge) {
+                if !accepted.contains(&index) {
+                    return Err(TokenError::ProviderNotAccepted.into());
+                }
+                return Err(TokenError::Expired.into());
+            }
+            self.expired.invalidate(&cache_key);
+        }
         self.cache_misses.inc();
-        let (verified, provider_index, key) = self.verify_uncached(token, accepted, now).await?;
+        let (verified, provider_index, key) = self.verify_uncached(token, accepted).await?;
         let provider = &self.providers[provider_index];
+        check_times(provider, &verified, now).inspect_err(|error| {
+            if *error == TokenError::Expired {
+                self.expired.insert(cache_key, provider.fingerprint);
+            }
+        })?;
         let leeway = i64::try_from(provider.leeway.as_secs()).unwrap_or(0);
         let ttl = verified
             .expires_at
@@ -428,11 +460,11 @@ impl Verifier {
         Ok(verified)
     }
 
+    /// Every check but the time checks, which the caller makes (they decide what is cached).
     async fn verify_uncached(
         &self,
         token: &str,
         accepted: &Accepted,
-        now: i64,
     ) -> Result<(VerifiedToken, usize, Arc<VerifyKey>), VerifyError> {
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
@@ -491,7 +523,6 @@ impl Verifier {
             return Err(TokenError::BadSignature.into());
         }
         let verified = check_claims(provider, claims, key.kid.clone())?;
-        check_times(provider, &verified, now)?;
         Ok((verified, index, key))
     }
 }

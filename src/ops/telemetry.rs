@@ -20,7 +20,12 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("authgate-log")
-        .finish(std::io::stderr());
+        // The writer thread drains every line queued since it last woke, then flushes: under
+        // load one write system call carries many lines, and no line waits past its batch.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     // Colour only for a person at a terminal: escape codes in a file or a log pipeline are noise,
     // and formatting them costs time on every line.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
