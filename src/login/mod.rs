@@ -1,0 +1,10 @@
+//! Browser login: the OpenID Connect authorization-code flow (with PKCE) and the sessions the
+//! gateway issues afterwards, kept in sealed cookies. The pieces here are pure: they compute
+//! names, values and decisions from their inputs, and never perform I/O, write a response or
+//! log a secret. The request flow that calls them lives with the handler.
+//!
+//! - `sealed`: AES-256-GCM sealing under a rotating key ring, bound to a purpose (cookie name).
+//! - `pkce`: random tokens and the PKCE verifier/challenge pair.
+
+pub mod pkce;
+pub mod sealed;
