@@ -4,7 +4,9 @@
 //! log a secret. The request flow that calls them lives with the handler.
 //!
 //! - `sealed`: AES-256-GCM sealing under a rotating key ring, bound to a purpose (cookie name).
+//! - `redirect`: the return target after login, never an open redirect.
 //! - `pkce`: random tokens and the PKCE verifier/challenge pair.
 
 pub mod pkce;
+pub mod redirect;
 pub mod sealed;
