@@ -4,9 +4,11 @@
 //! log a secret. The request flow that calls them lives with the handler.
 //!
 //! - `sealed`: AES-256-GCM sealing under a rotating key ring, bound to a purpose (cookie name).
+//! - `cookies`: cookie attributes, splitting large values into chunks, strict reassembly.
 //! - `redirect`: the return target after login, never an open redirect.
 //! - `pkce`: random tokens and the PKCE verifier/challenge pair.
 
+pub mod cookies;
 pub mod pkce;
 pub mod redirect;
 pub mod sealed;
