@@ -7,8 +7,10 @@
 //! - `cookies`: cookie attributes, splitting large values into chunks, strict reassembly.
 //! - `redirect`: the return target after login, never an open redirect.
 //! - `pkce`: random tokens and the PKCE verifier/challenge pair.
+//! - `login_state`: the per-attempt cookie binding `state`, `nonce` and PKCE to the browser.
 
 pub mod cookies;
+pub mod login_state;
 pub mod pkce;
 pub mod redirect;
 pub mod sealed;
