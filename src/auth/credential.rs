@@ -90,7 +90,7 @@ fn bearer(headers: &HeaderMap) -> Result<Option<String>, CredentialError> {
 
 /// Every `;`-separated item of every `Cookie` field (HTTP/2 may split them, RFC 9113 §8.2.3),
 /// trimmed.
-fn cookie_items(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+pub(crate) fn cookie_items(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -100,7 +100,7 @@ fn cookie_items(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 /// Every `name=value` pair of every `Cookie` field.
-fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+pub(crate) fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     cookie_items(headers)
         .filter_map(|pair| pair.split_once('='))
         .map(|(name, value)| (name.trim(), value.trim()))
@@ -110,7 +110,7 @@ fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
 /// `;`-separated item because they also split on `,`: each `,` followed by optional whitespace,
 /// a name, optional whitespace and `=`. RFC 6265 reads `a=1, sess=x` as one cookie `a`, they
 /// read a second cookie `sess`; the gateway must never let the two readings differ.
-fn comma_hidden_names(item: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn comma_hidden_names(item: &str) -> impl Iterator<Item = &str> {
     item.match_indices(',').filter_map(|(at, _)| {
         let rest = item[at + 1..].trim_start_matches([' ', '\t']);
         let end = rest.find(['=', ',', ';', ' ', '\t'])?;
@@ -218,6 +218,12 @@ pub fn extract(
 /// cookie the gateway meant to remove. A comma in an ordinary value (`prefs=a,b`, `d=Mon, 01`)
 /// is not followed by `name=`, so such cookies pass unchanged.
 pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
+    remove_cookies_where(headers, |cookie| is_session_cookie(cookie, name));
+}
+
+/// [`remove_cookie`] for every cookie whose name `matches` (given the name as sent): the other
+/// pairs keep their name and value, in order, in one `Cookie` field.
+pub(crate) fn remove_cookies_where(headers: &mut HeaderMap, matches: impl Fn(&str) -> bool) {
     let mut dropped = 0;
     let kept: Vec<String> = cookie_items(headers)
         .filter(|item| {
@@ -227,7 +233,7 @@ pub fn remove_cookie(headers: &mut HeaderMap, name: &str) {
         })
         .filter_map(|item| item.split_once('='))
         .map(|(cookie, value)| (cookie.trim(), value.trim()))
-        .filter(|(cookie, _)| !is_session_cookie(cookie, name))
+        .filter(|(cookie, _)| !matches(cookie))
         .map(|(cookie, value)| format!("{cookie}={value}"))
         .collect();
     if dropped > 0 {
