@@ -1,10 +1,12 @@
-//! A local token issuer: ephemeral signing keys for every supported algorithm, and a loopback
-//! server publishing their JWKS and an OIDC discovery document.
+//! A local token issuer: a loopback server publishing a JWKS and an OIDC discovery document,
+//! and behind them a small OpenID Provider (`super::idp`: authorization-code flow with PKCE,
+//! refresh, RP-initiated and back-channel logout) once it has a signing key.
 //!
 //! `authgate demo` uses it to mint tokens for its protected echo route; the integration tests
 //! use it as the real IdP they verify against (it counts JWKS fetches, rotates keys and can be
-//! taken down). It signs whatever header and payload text it is given, so tests can also craft
-//! tokens no honest issuer would produce. It is never part of the request path.
+//! taken down). Keys come from `super::signing`, which signs whatever header and payload text it
+//! is given, so tests can also craft tokens no honest issuer would produce. It is never part of
+//! the request path.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,179 +14,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+use super::idp::{self, OpenIdProvider};
 use crate::edge::body::{full, Body};
 
-enum Signer {
-    Rsa(RsaKeyPair),
-    Ec(EcdsaKeyPair),
-    Ed(Ed25519KeyPair),
-    Hmac(Vec<u8>),
-}
-
-/// A private key with its algorithm and `kid`.
-pub struct SigningKey {
-    pub alg: Algorithm,
-    pub kid: Option<String>,
-    signer: Signer,
-}
-
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-impl SigningKey {
-    /// A fresh key for `alg`. HMAC algorithms get a random secret of the hash's length.
-    pub fn generate(alg: Algorithm, kid: Option<&str>) -> Result<Self, String> {
-        use Algorithm::*;
-        let failed = |_| format!("cannot generate a {alg:?} key");
-        let signer = match alg {
-            RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => {
-                Signer::Rsa(RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(failed)?)
-            }
-            ES256 => Signer::Ec(
-                EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
-                    .map_err(failed)?,
-            ),
-            ES384 => Signer::Ec(
-                EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING)
-                    .map_err(failed)?,
-            ),
-            EdDSA => Signer::Ed(Ed25519KeyPair::generate().map_err(failed)?),
-            HS256 | HS384 | HS512 => {
-                let len = match alg {
-                    HS384 => 48,
-                    HS512 => 64,
-                    _ => 32,
-                };
-                let mut secret = vec![0u8; len];
-                aws_lc_rs::rand::fill(&mut secret).map_err(failed)?;
-                Signer::Hmac(secret)
-            }
-            _ => return Err(format!("{alg:?} is not supported")),
-        };
-        Ok(SigningKey {
-            alg,
-            kid: kid.map(str::to_string),
-            signer,
-        })
-    }
-
-    /// An HMAC key with a given secret (a provider's `secret` is text, so tests choose it).
-    pub fn hmac(alg: Algorithm, secret: &[u8], kid: Option<&str>) -> Self {
-        SigningKey {
-            alg,
-            kid: kid.map(str::to_string),
-            signer: Signer::Hmac(secret.to_vec()),
-        }
-    }
-
-    /// The public JWK (with `kid`, `alg` and `use` when `annotate`); `None` for HMAC.
-    pub fn public_jwk(&self, annotate: bool) -> Option<Value> {
-        let mut jwk = match &self.signer {
-            Signer::Rsa(pair) => {
-                let public = pair.public_key();
-                json!({
-                    "kty": "RSA",
-                    "n": b64(public.modulus().big_endian_without_leading_zero()),
-                    "e": b64(public.exponent().big_endian_without_leading_zero()),
-                })
-            }
-            Signer::Ec(pair) => {
-                let point = pair.public_key().as_ref();
-                let size = (point.len() - 1) / 2;
-                let crv = if size == 32 { "P-256" } else { "P-384" };
-                json!({ "kty": "EC", "crv": crv, "x": b64(&point[1..=size]), "y": b64(&point[1 + size..]) })
-            }
-            Signer::Ed(pair) => {
-                json!({ "kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key().as_ref()) })
-            }
-            Signer::Hmac(_) => return None,
-        };
-        if let Some(kid) = &self.kid {
-            jwk["kid"] = json!(kid);
-        }
-        if annotate {
-            jwk["alg"] = json!(crate::auth::algorithms::algorithm_name(self.alg));
-            jwk["use"] = json!("sig");
-        }
-        Some(jwk)
-    }
-
-    /// Signs `header.payload` given as JSON texts (written as given, so they may be unusual).
-    pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
-        let signing_input = format!(
-            "{}.{}",
-            b64(header_json.as_bytes()),
-            b64(payload_json.as_bytes())
-        );
-        let signature = self.signature(signing_input.as_bytes());
-        format!("{signing_input}.{}", b64(&signature))
-    }
-
-    fn signature(&self, message: &[u8]) -> Vec<u8> {
-        use Algorithm::*;
-        let rng = SystemRandom::new();
-        match &self.signer {
-            Signer::Rsa(pair) => {
-                let padding: &'static dyn signature::RsaEncoding = match self.alg {
-                    RS384 => &signature::RSA_PKCS1_SHA384,
-                    RS512 => &signature::RSA_PKCS1_SHA512,
-                    PS256 => &signature::RSA_PSS_SHA256,
-                    PS384 => &signature::RSA_PSS_SHA384,
-                    PS512 => &signature::RSA_PSS_SHA512,
-                    _ => &signature::RSA_PKCS1_SHA256,
-                };
-                let mut out = vec![0u8; pair.public_modulus_len()];
-                // Signing with a freshly generated key into a correctly sized buffer cannot fail.
-                let _ = pair.sign(padding, &rng, message, &mut out);
-                out
-            }
-            Signer::Ec(pair) => pair
-                .sign(&rng, message)
-                .map(|s| s.as_ref().to_vec())
-                .unwrap_or_default(),
-            Signer::Ed(pair) => pair.sign(message).as_ref().to_vec(),
-            Signer::Hmac(secret) => {
-                let algorithm = match self.alg {
-                    HS384 => aws_lc_rs::hmac::HMAC_SHA384,
-                    HS512 => aws_lc_rs::hmac::HMAC_SHA512,
-                    _ => aws_lc_rs::hmac::HMAC_SHA256,
-                };
-                aws_lc_rs::hmac::sign(&aws_lc_rs::hmac::Key::new(algorithm, secret), message)
-                    .as_ref()
-                    .to_vec()
-            }
-        }
-    }
-
-    /// The standard header for this key: `alg`, `typ`, and `kid` when the key has one.
-    pub fn header(&self, typ: &str) -> Value {
-        let mut header =
-            json!({ "alg": crate::auth::algorithms::algorithm_name(self.alg), "typ": typ });
-        if let Some(kid) = &self.kid {
-            header["kid"] = json!(kid);
-        }
-        header
-    }
-
-    /// A token with the standard header and the given claims.
-    pub fn token(&self, claims: &Value) -> String {
-        self.sign_raw(&self.header("JWT").to_string(), &claims.to_string())
-    }
-}
+pub use super::idp::{
+    Delivery, LogoutTokenTweak, OidcClient, TokenFault, BACKCHANNEL_EVENT, SESSION_COOKIE,
+};
+pub use super::signing::SigningKey;
 
 /// What the JWKS server publishes, and how it behaves.
 struct Published {
@@ -195,9 +39,11 @@ struct Published {
     login: Option<(String, String, String)>,
 }
 
-/// An IdP on loopback: `/jwks` and `/.well-known/openid-configuration`.
+/// An IdP on loopback: `/jwks` and `/.well-known/openid-configuration`, the legacy `/login`,
+/// and the OpenID Provider's `/authorize`, `/token`, `/end_session` and `/demo/backchannel`.
 pub struct JwksServer {
     pub addr: SocketAddr,
+    op: OpenIdProvider,
     published: Mutex<Published>,
     down: AtomicBool,
     jwks_fetches: AtomicU64,
@@ -209,8 +55,10 @@ pub struct JwksServer {
 impl JwksServer {
     pub async fn start(keys: Vec<Value>) -> std::io::Result<Arc<Self>> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let server = Arc::new(JwksServer {
-            addr: listener.local_addr()?,
+            addr,
+            op: OpenIdProvider::new(format!("http://{addr}")),
             published: Mutex::new(Published {
                 keys,
                 cache_control: None,
@@ -232,7 +80,7 @@ impl JwksServer {
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let server = server.clone();
-                        async move { Ok::<_, Infallible>(server.answer(req)) }
+                        async move { Ok::<_, Infallible>(server.answer(req).await) }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -333,8 +181,16 @@ impl JwksServer {
         response
     }
 
-    fn answer(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path();
+        if idp::owns(path) {
+            if self.down.load(Ordering::SeqCst) {
+                let mut response = Response::new(full("down"));
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                return response;
+            }
+            return idp::answer(&self.op, req).await;
+        }
         let user_agent = req
             .headers()
             .get(http::header::USER_AGENT)
@@ -349,13 +205,13 @@ impl JwksServer {
                 let published = self.lock();
                 (
                     &self.jwks_fetches,
-                    json!({ "keys": published.keys }).to_string(),
+                    json!({ "keys": self.published_keys(&published.keys) }).to_string(),
                     published.cache_control.clone(),
                 )
             }
             "/.well-known/openid-configuration" => (
                 &self.discovery_fetches,
-                json!({ "issuer": self.issuer(), "jwks_uri": self.jwks_uri() }).to_string(),
+                idp::discovery(&self.op, &self.jwks_uri()).to_string(),
                 None,
             ),
             "/login" => return self.login(req.uri().query()),
@@ -382,5 +238,147 @@ impl JwksServer {
                 .insert(http::header::CACHE_CONTROL, value);
         }
         response
+    }
+}
+
+/// The OpenID Provider: clients, its signing key, and the knobs tests turn.
+impl JwksServer {
+    /// `keys` as set, then the OP's public key unless a key with its `kid` is already there.
+    fn published_keys(&self, keys: &[Value]) -> Vec<Value> {
+        let mut all = keys.to_vec();
+        if let Some(jwk) = self.op.signer().and_then(|key| key.public_jwk(true)) {
+            let present = keys
+                .iter()
+                .any(|k| k == &jwk || (jwk.get("kid").is_some() && k.get("kid") == jwk.get("kid")));
+            if !present {
+                all.push(jwk);
+            }
+        }
+        all
+    }
+
+    /// Registers (or replaces) a relying party.
+    pub fn register_client(&self, client: OidcClient) {
+        self.op
+            .lock()
+            .clients
+            .insert(client.client_id.clone(), client);
+    }
+
+    /// The key that signs ID, access and logout tokens. Its public JWK is published in `/jwks`
+    /// after the keys `start`/`set_keys` gave (so key rotation tests keep working); an HMAC key
+    /// publishes nothing. Without one the token endpoint answers 500 `server_error`.
+    pub fn set_signing_key(&self, key: SigningKey) {
+        self.op.lock().signer = Some(Arc::new(key));
+    }
+
+    /// Lifetimes of access and ID tokens (whole seconds count; defaults 300 s each).
+    pub fn set_token_lifetimes(&self, access: Duration, id: Duration) {
+        let mut state = self.op.lock();
+        state.access_lifetime = access;
+        state.id_lifetime = id;
+    }
+
+    /// Lifetime of refresh tokens (default an hour).
+    pub fn set_refresh_token_lifetime(&self, lifetime: Duration) {
+        self.op.lock().refresh_lifetime = lifetime;
+    }
+
+    /// The `aud` of access tokens (default "demo-api").
+    pub fn set_access_audience(&self, audience: &str) {
+        self.op.lock().access_audience = audience.to_string();
+    }
+
+    /// While set, `/authorize` signs this user in without a form (and sets the SSO cookie).
+    pub fn set_auto_login(&self, username: Option<&str>) {
+        self.op.lock().auto_login = username.map(str::to_string);
+    }
+
+    /// Claims (a JSON object) added to this user's access and ID tokens, over the derived ones
+    /// (`name`, `preferred_username`, `email`, `email_verified`, and `roles: ["user"]` in
+    /// access tokens).
+    pub fn set_user_claims(&self, username: &str, claims: Value) {
+        self.op
+            .lock()
+            .user_claims
+            .insert(username.to_string(), claims);
+    }
+
+    /// Spoils every token-endpoint answer while set (see `TokenFault`).
+    pub fn set_token_endpoint_fault(&self, fault: Option<TokenFault>) {
+        self.op.lock().fault = fault;
+    }
+
+    /// Whether `/end_session` sends back-channel logout tokens to the clients that took part in
+    /// the ended sessions before it answers (default true).
+    pub fn set_backchannel_on_end_session(&self, notify: bool) {
+        self.op.lock().backchannel_on_end_session = notify;
+    }
+
+    /// Requests to `/token` with `grant_type=refresh_token`, answered or not.
+    pub fn refresh_grants(&self) -> u64 {
+        self.op.refresh_grants.load(Ordering::SeqCst)
+    }
+
+    /// Requests to `/token` (POST), whatever their outcome.
+    pub fn token_requests(&self) -> u64 {
+        self.op.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests to `/authorize`.
+    pub fn authorize_requests(&self) -> u64 {
+        self.op.authorize_requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests to `/end_session`.
+    pub fn end_session_calls(&self) -> u64 {
+        self.op.end_session_calls.load(Ordering::SeqCst)
+    }
+
+    /// Every back-channel logout POST attempted so far, oldest first.
+    pub fn backchannel_deliveries(&self) -> Vec<Delivery> {
+        self.op.lock().deliveries.clone()
+    }
+
+    /// Signed-in browsers at the IdP.
+    pub fn active_sessions(&self) -> usize {
+        self.op.lock().sessions.len()
+    }
+
+    /// Ends the IdP sessions matching `sid` or `sub` and revokes their refresh tokens, without
+    /// telling any client; returns how many ended.
+    pub fn end_idp_sessions(&self, sid: Option<&str>, sub: Option<&str>) -> usize {
+        self.op.lock().end_sessions(sid, sub).len()
+    }
+
+    /// A token with the standard header and `claims`, signed by the OP's key.
+    pub fn sign_claims(&self, claims: &Value) -> Option<String> {
+        self.op.signer().map(|key| key.token(claims))
+    }
+
+    /// Signs a logout token for `client_id` naming `sid`/`sub` and POSTs it (form
+    /// `logout_token=`) to the client's `backchannel_logout_uri`; returns the status answered.
+    /// The IdP's own sessions are left as they are (`end_idp_sessions` ends them).
+    pub async fn backchannel_logout(
+        &self,
+        client_id: &str,
+        sid: Option<&str>,
+        sub: Option<&str>,
+    ) -> Result<u16, String> {
+        idp::backchannel_logout(&self.op, client_id, sid, sub).await
+    }
+
+    /// A logout token for `client_id`, spoiled as `tweak` says, not sent. Empty when the OP has
+    /// no signing key.
+    pub fn logout_token(
+        &self,
+        client_id: &str,
+        sid: Option<&str>,
+        sub: Option<&str>,
+        tweak: LogoutTokenTweak,
+    ) -> String {
+        self.op.signer().map_or_else(String::new, |key| {
+            idp::logout_token(&key, &self.op.issuer, client_id, sid, sub, tweak)
+        })
     }
 }
