@@ -94,6 +94,7 @@ fn denylist_token(i: usize) -> VerifiedToken {
         issuer: Arc::from("https://issuer.example"),
         subject: Some(format!("user-{}", i * 7)),
         jti: Some(format!("live-{i}")),
+        sid: None,
         kid: Some("key-live".to_string()),
         issued_at: Some(1_700_000_000),
         expires_at: Some(1_700_003_600),

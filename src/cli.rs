@@ -50,8 +50,9 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: std::net::SocketAddr,
     },
-    /// Revoke a token, a user's tokens or a signing key through the revocation API, or list
-    /// the entries (the admin token comes from AUTHGATE_REVOCATION_TOKEN).
+    /// Revoke a token, an IdP session's tokens (sid), a user's tokens or a signing key through
+    /// the revocation API, or list the entries (the admin token comes from
+    /// AUTHGATE_REVOCATION_TOKEN).
     Revoke {
         #[command(subcommand)]
         target: crate::ops::revoke_client::Target,

@@ -490,6 +490,19 @@ async fn bad_tokens_are_refused_with_precise_reasons() {
             401,
             "invalid_claim_type",
         ),
+        ("sid a string", with(json!({"sid": "5b1c"})), 200, ""),
+        (
+            "sid a number",
+            with(json!({"sid": 42})),
+            401,
+            "invalid_claim_type",
+        ),
+        (
+            "sid an object",
+            with(json!({"sid": {"id": "5b1c"}})),
+            401,
+            "invalid_claim_type",
+        ),
         (
             "unknown kid",
             SigningKey::generate(Algorithm::RS256, Some("nope"))
@@ -996,7 +1009,21 @@ async fn denylist_revokes_by_jti_subject_session_and_key_and_reloads() {
     let bob_old = token("bob", "b1", now - 1000);
     let bob_new = token("bob", "b2", now - 10);
     let ec_token = w.ec.token(&claims(&iss, "carol"));
-    for t in [&stolen, &alice_other, &bob_old, &bob_new, &ec_token] {
+    let in_session = |sid: &str| {
+        let mut c = claims(&iss, "dave");
+        c["sid"] = json!(sid);
+        w.rsa.token(&c)
+    };
+    let (logged_out, still_in) = (in_session("s-1"), in_session("s-2"));
+    for t in [
+        &stolen,
+        &alice_other,
+        &bob_old,
+        &bob_new,
+        &ec_token,
+        &logged_out,
+        &still_in,
+    ] {
         assert_eq!(w.call("/api/x", t).await.status, 200, "before revocation");
     }
     std::fs::write(
@@ -1012,6 +1039,10 @@ expires = {exp}
 issuer = "{iss}"
 subject = "bob"
 issued_before = {cutoff}
+
+[[sid]]
+issuer = "{iss}"
+sid = "s-1"
 
 [[key]]
 provider = "main"
@@ -1033,6 +1064,8 @@ kid = "ec-1"
     assert_eq!(w.call("/api/x", &bob_old).await.reason(), "revoked_session");
     assert_eq!(w.call("/api/x", &bob_new).await.status, 200);
     assert_eq!(w.call("/api/x", &ec_token).await.reason(), "revoked_key");
+    assert_eq!(w.call("/api/x", &logged_out).await.reason(), "revoked_sid");
+    assert_eq!(w.call("/api/x", &still_in).await.status, 200);
     let reply = w.call("/api/x", &stolen).await;
     assert!(reply.headers["www-authenticate"]
         .to_str()

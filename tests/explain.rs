@@ -32,7 +32,8 @@ async fn demo() -> Demo {
     std::fs::write(
         &denylist,
         format!(
-            "[[token]]\nissuer = \"{}\"\njti = \"demo-revoked\"\n",
+            "[[token]]\nissuer = \"{0}\"\njti = \"demo-revoked\"\n\
+             [[sid]]\nissuer = \"{0}\"\nsid = \"demo-logged-out\"\n",
             idp.issuer()
         ),
     )
@@ -69,8 +70,13 @@ async fn demo() -> Demo {
         .token(&serde_json::json!({
             "iss": idp.issuer(), "aud": "demo-api", "sub": "eve", "iat": now, "exp": now + 60,
         }));
+    let logged_out = key.token(&serde_json::json!({
+        "iss": idp.issuer(), "aud": "demo-api", "sub": "alice", "jti": "demo-in-session",
+        "sid": "demo-logged-out", "scope": "profile", "iat": now - 60, "exp": now + 3600,
+    }));
     let tokens = [
         ("valid", valid),
+        ("revoked_sid", logged_out),
         (
             "expired",
             token("alice", "demo-expired", "profile", now - 3600),
@@ -171,6 +177,7 @@ async fn explain_agrees_with_the_proxy_on_every_request() {
         ("GET", "/echo/x", None),
         ("GET", "/echo/x", t("expired")),
         ("GET", "/echo/x", t("revoked")),
+        ("GET", "/echo/x", t("revoked_sid")),
         ("GET", "/echo/x", t("tampered")),
         ("GET", "/echo/x", t("other_kid")),
         ("GET", "/orders/1", t("unscoped")),
@@ -290,6 +297,18 @@ async fn explain_names_the_step_that_decided() {
     let (_, trace, _) = explain(&demo, "GET", "/echo/x", Some(&demo.tokens["revoked"]), &[]);
     assert_eq!(step(&trace, "denylist")["outcome"], "failed");
     assert!(details(&trace, "denylist").contains("revoked_token"));
+    let (code, trace, _) = explain(
+        &demo,
+        "GET",
+        "/echo/x",
+        Some(&demo.tokens["revoked_sid"]),
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(step(&trace, "denylist")["outcome"], "failed");
+    assert_eq!(details(&trace, "denylist"), "revoked: revoked_sid");
+    // The session the entry names is shown, so the operator can find the entry to remove.
+    assert!(details(&trace, "token").contains("\"sid\":\"demo-logged-out\""));
 
     // Policy: each requirement with its result.
     let (_, trace, _) = explain(

@@ -698,6 +698,113 @@ async fn a_redis_restarted_empty_unrevokes_nothing_and_is_reported() {
     until_all(&[&a, &b, &c], "/echo/x", &carol, (401, "revoked_token")).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_sid_is_refused_by_every_instance_and_other_sessions_pass() {
+    let _serial = SERIAL.lock().await;
+    let Some(redis) = Redis::start("redis-sid").await else {
+        return;
+    };
+    let setup = setup().await;
+    let config = setup.config(Some(&redis.url()));
+    let a = Instance::start("a", &config).await;
+    let b = Instance::start("b", &config).await;
+    let both = [&a, &b];
+    let issuer = setup.idp.issuer();
+    let in_session = |jti: &str, sid: Option<&str>| {
+        let mut c = claims(&issuer, "alice");
+        c["jti"] = jti.into();
+        if let Some(sid) = sid {
+            c["sid"] = sid.into();
+        }
+        setup.key.token(&c)
+    };
+    // Two tokens of one login session (say, before and after a refresh), one of the same user's
+    // other session, and one without a sid.
+    let first = in_session("a-1", Some("sid-1"));
+    let refreshed = in_session("a-2", Some("sid-1"));
+    let other_session = in_session("a-3", Some("sid-2"));
+    let no_sid = in_session("a-4", None);
+    for token in [&first, &refreshed, &other_session, &no_sid] {
+        // Also puts each in the verified-token cache, which a revocation must not bypass.
+        until_all(&both, "/echo/x", token, (200, "ok")).await;
+    }
+
+    // Revoked through a: b refuses every token of that session.
+    let entry = serde_json::json!({
+        "kind": "sid", "issuer": issuer, "sid": "sid-1", "expires": now() + 7200,
+        "reason": "back-channel logout",
+    });
+    let reply = revoke(a.api(), entry).await;
+    assert_eq!(reply.json()["status"], "revoked");
+    assert_eq!(reply.json()["scope"], "fleet");
+    let took = until_all(&[&b, &a], "/echo/x", &first, (401, "revoked_sid")).await;
+    println!("propagation to 2 instances (sid, API on a): {took:?}");
+    for instance in both {
+        assert_eq!(
+            instance.call("/echo/x", &refreshed).await,
+            (401, "revoked_sid".into()),
+            "{}",
+            instance.name
+        );
+        assert_eq!(
+            instance.call("/echo/x", &other_session).await,
+            (200, "ok".into()),
+            "{}",
+            instance.name
+        );
+        assert_eq!(
+            instance.call("/echo/x", &no_sid).await,
+            (200, "ok".into()),
+            "{}",
+            instance.name
+        );
+    }
+
+    // Listed through b as stored by a, and counted under its own kind and reason.
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let listed = api_call(b.api(), "GET", None, Some(&bearer)).await.json();
+    assert_eq!(listed["count"], 1, "{listed}");
+    let stored = &listed["entries"][0];
+    assert_eq!(
+        (&stored["kind"], &stored["sid"], &stored["by"]),
+        (&"sid".into(), &"sid-1".into(), &"fleet-test".into()),
+        "{stored}"
+    );
+    let text = b.metrics().await;
+    assert!(
+        sample(&text, "authgate_denylist_hits_total{kind=\"sid\"}").unwrap() >= 2.0,
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "authgate_auth_decisions_total{provider=\"idp\",reason=\"revoked_sid\",result=\"denied\"}"
+        )
+        .unwrap()
+            >= 2.0
+    );
+
+    // Unrevoked with the CLI against b: a lets the session through again.
+    let api = format!("http://{}", b.api());
+    let out = run_cli(
+        &[
+            "unrevoke", "sid", "--issuer", &issuer, "--sid", "sid-1", "--api", &api,
+        ],
+        ADMIN_TOKEN,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["status"], "removed");
+    let took = until_all(&[&a, &b], "/echo/x", &first, (200, "ok")).await;
+    println!("propagation to 2 instances (sid removal, CLI on b): {took:?}");
+    until_all(&both, "/echo/x", &refreshed, (200, "ok")).await;
+}
+
 #[tokio::test]
 async fn without_redis_the_api_changes_this_instance_only_and_says_so() {
     let setup = setup().await;
@@ -766,6 +873,8 @@ async fn without_redis_the_api_changes_this_instance_only_and_says_so() {
         serde_json::json!({"kind": "token", "issuer": issuer, "jti": "x", "expires": 5}),
         serde_json::json!({"kind": "user", "issuer": issuer, "subject": "x"}),
         serde_json::json!({"kind": "subject", "issuer": issuer, "subjet": "x"}),
+        serde_json::json!({"kind": "sid", "issuer": issuer}),
+        serde_json::json!({"kind": "sid", "issuer": issuer, "sid": "s", "subject": "x"}),
     ] {
         let reply = api_call(a.api(), "POST", Some(bad.clone()), Some(&bearer)).await;
         assert_eq!(

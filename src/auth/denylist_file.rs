@@ -11,6 +11,12 @@
 //! expires = 2026-12-01T00:00:00Z     # optional; a TOML offset datetime, or an integer of unix seconds
 //! reason = "laptop stolen"           # optional free text, for humans only
 //!
+//! [[sid]]                            # every token and gateway session of one IdP session
+//! issuer = "https://idp.example.com/"
+//! sid = "5b1c..."                    # the OpenID Connect `sid` claim
+//! expires = 2026-12-01T00:00:00Z     # optional
+//! reason = "..."                     # optional
+//!
 //! [[subject]]
 //! issuer = "https://idp.example.com/"
 //! subject = "user-123"
@@ -25,7 +31,7 @@
 //! reason = "..."                         # optional
 //! ```
 //!
-//! - `issuer`, `jti`, `subject`, `provider` and `kid` are compared byte for byte with the
+//! - `issuer`, `jti`, `sid`, `subject`, `provider` and `kid` are compared byte for byte with the
 //!   verified token (`iss` is matched exactly, trailing slash included) and must not be empty.
 //! - `expires` and `issued_before` are either an offset datetime (`Z` or `+01:00`; a local
 //!   datetime, a bare date or a bare time is an error) or an integer of unix seconds. Fractional
@@ -80,6 +86,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Denylist, ConfigErrors> {
     for entry in &file.token {
         builder.token(entry);
     }
+    for entry in &file.sid {
+        builder.session(entry);
+    }
     for entry in &file.subject {
         builder.subject(entry);
     }
@@ -102,6 +111,8 @@ struct DenylistFile {
     #[serde(default)]
     token: Vec<TokenSection>,
     #[serde(default)]
+    sid: Vec<SessionSection>,
+    #[serde(default)]
     subject: Vec<SubjectSection>,
     #[serde(default)]
     key: Vec<KeySection>,
@@ -114,6 +125,16 @@ struct TokenSection {
     jti: Spanned<String>,
     expires: Option<Spanned<toml::Value>>,
     // Accepted so operators can say why; read by humans only.
+    #[allow(dead_code)]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionSection {
+    issuer: Spanned<String>,
+    sid: Spanned<String>,
+    expires: Option<Spanned<toml::Value>>,
     #[allow(dead_code)]
     reason: Option<String>,
 }
@@ -186,6 +207,15 @@ impl Builder<'_> {
         let expires = self.time(entry.expires.as_ref(), "expires");
         if let (Some(issuer), Some(jti), Ok(expires)) = (issuer, jti, expires) {
             self.list.revoke_token(issuer, jti, expires);
+        }
+    }
+
+    fn session(&mut self, entry: &SessionSection) {
+        let issuer = self.name(&entry.issuer, "issuer");
+        let sid = self.name(&entry.sid, "sid");
+        let expires = self.time(entry.expires.as_ref(), "expires");
+        if let (Some(issuer), Some(sid), Ok(expires)) = (issuer, sid, expires) {
+            self.list.revoke_session(issuer, sid, expires);
         }
     }
 
@@ -415,6 +445,7 @@ mod tests {
             issuer: Arc::from(ISS),
             subject: Some("user-123".to_string()),
             jti: Some("jti-1".to_string()),
+            sid: Some("sid-1".into()),
             kid: Some("k1".to_string()),
             issued_at: Some(NOW - 60),
             expires_at: Some(NOW + 3600),
@@ -444,6 +475,8 @@ mod tests {
     #[test]
     fn reasons_are_stable() {
         assert_eq!(Revocation::Token.reason(), "revoked_token");
+        assert_eq!(Revocation::Session.reason(), "revoked_sid");
+        assert_eq!(Revocation::Session.kind(), "sid");
         assert_eq!(Revocation::Subject.reason(), "revoked_subject");
         assert_eq!(Revocation::SubjectIssuedBefore.reason(), "revoked_session");
         assert_eq!(Revocation::Key.reason(), "revoked_key");
@@ -504,6 +537,43 @@ mod tests {
             ..token()
         };
         assert_eq!(list.check(&other_issuer, NOW), None);
+    }
+
+    #[test]
+    fn sid_entry_hits_and_misses() {
+        let list = parse(&format!(
+            "[[sid]]\nissuer = \"{ISS}\"\nsid = \"sid-1\"\nreason = \"back-channel logout\"\n"
+        ));
+        assert_eq!(list.len(), 1);
+        assert_eq!(list.counts()[1], ("sid", 1));
+        assert_eq!(list.check(&token(), NOW), Some(Revocation::Session));
+        // Whatever else the token carries: every token of the session.
+        let bare = VerifiedToken {
+            subject: None,
+            jti: None,
+            kid: None,
+            issued_at: None,
+            ..token()
+        };
+        assert_eq!(list.check(&bare, NOW), Some(Revocation::Session));
+        let other_sid = VerifiedToken {
+            sid: Some("sid-2".into()),
+            ..token()
+        };
+        assert_eq!(list.check(&other_sid, NOW), None);
+        let no_sid = VerifiedToken {
+            sid: None,
+            ..token()
+        };
+        assert_eq!(list.check(&no_sid, NOW), None);
+        // A sid is only unique within its issuer, and issuers are compared exactly.
+        for issuer in ["https://other.example.com/", "https://idp.example.com"] {
+            let elsewhere = VerifiedToken {
+                issuer: Arc::from(issuer),
+                ..token()
+            };
+            assert_eq!(list.check(&elsewhere, NOW), None, "{issuer}");
+        }
     }
 
     #[test]
@@ -600,6 +670,7 @@ mod tests {
     fn expiry_is_honoured() {
         for kind in [
             format!("[[token]]\nissuer = \"{ISS}\"\njti = \"jti-1\"\n"),
+            format!("[[sid]]\nissuer = \"{ISS}\"\nsid = \"sid-1\"\n"),
             format!("[[subject]]\nissuer = \"{ISS}\"\nsubject = \"user-123\"\n"),
             "[[key]]\nprovider = \"main\"\nkid = \"k1\"\n".to_string(),
         ] {
@@ -698,6 +769,44 @@ mod tests {
 
         let missing = parse_err("[[token]]\nissuer = \"x\"\n");
         assert!(missing[0].message.contains("jti"), "{missing:?}");
+    }
+
+    #[test]
+    fn bad_sid_entries_are_located() {
+        let empty = parse_err("[[sid]]\nissuer = \"x\"\nsid = \"\"\n");
+        assert_eq!(empty.len(), 1, "{empty:?}");
+        assert_eq!((empty[0].line, empty[0].column), (3, 7), "{empty:?}");
+        assert!(
+            empty[0].message.contains("`sid` must not be empty"),
+            "{empty:?}"
+        );
+        assert_eq!(empty[0].file, Path::new("deny.toml"));
+
+        let empty_issuer = parse_err("[[sid]]\nissuer = \"\"\nsid = \"s\"\n");
+        assert_eq!((empty_issuer[0].line, empty_issuer[0].column), (2, 10));
+
+        let local =
+            parse_err("[[sid]]\nissuer = \"x\"\nsid = \"s\"\nexpires = 2026-01-01T00:00:00\n");
+        assert_eq!((local[0].line, local[0].column), (4, 11), "{local:?}");
+        assert!(local[0].message.contains("offset"), "{local:?}");
+
+        // A subject's field in a sid entry is a typo, not something to ignore.
+        let misplaced =
+            parse_err("[[sid]]\nissuer = \"x\"\nsid = \"s\"\nissued_before = 1700000000\n");
+        assert_eq!(misplaced[0].line, 4, "{misplaced:?}");
+        assert!(
+            misplaced[0].message.contains("issued_before"),
+            "{misplaced:?}"
+        );
+
+        let not_a_string = parse_err("[[sid]]\nissuer = \"x\"\nsid = 42\n");
+        assert_eq!(not_a_string[0].line, 3, "{not_a_string:?}");
+
+        let missing = parse_err("[[sid]]\nissuer = \"x\"\n");
+        assert!(missing[0].message.contains("sid"), "{missing:?}");
+
+        let misspelt = parse_err("[[sids]]\nissuer = \"x\"\nsid = \"s\"\n");
+        assert_eq!(misspelt[0].line, 1, "{misspelt:?}");
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct VerifiedToken {
     pub issuer: Arc<str>,
     pub subject: Option<String>,
     pub jti: Option<String>,
+    /// The OpenID Connect session id (`sid`): which IdP login session the token belongs to, so
+    /// one denylist entry can revoke every token and gateway session of that login.
+    pub sid: Option<Box<str>>,
     /// The `kid` of the key that verified the signature, if the key had one.
     pub kid: Option<String>,
     pub issued_at: Option<i64>,
@@ -39,6 +42,7 @@ impl VerifiedToken {
             issuer: Arc::from("https://issuer.example"),
             subject: map.get("sub").and_then(Value::as_str).map(String::from),
             jti: None,
+            sid: map.get("sid").and_then(Value::as_str).map(Box::from),
             kid: None,
             issued_at: None,
             expires_at: None,
@@ -599,6 +603,7 @@ fn check_claims(
     }
     let subject = optional_string(&claims, "sub")?;
     let jti = optional_string(&claims, "jti")?;
+    let sid = optional_string(&claims, "sid")?.map(String::into_boxed_str);
     match claims.get("aud") {
         None => return Err(TokenError::MissingClaim("aud")),
         Some(Value::String(aud)) => {
@@ -630,6 +635,7 @@ fn check_claims(
         issuer: provider.issuer.clone(),
         subject,
         jti,
+        sid,
         kid,
         issued_at,
         expires_at,

@@ -429,7 +429,8 @@ async fn verification_steps<T>(
             .flatten()
             .filter(|(k, _)| {
                 [
-                    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "scp", "azp", "typ",
+                    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "scope", "scp", "azp",
+                    "typ",
                 ]
                 .contains(&k.as_str())
             })

@@ -62,6 +62,7 @@ impl RequestHandler for RevokeApi {
 }
 
 /// Why a request was refused, as the JSON body names it.
+#[derive(Debug)]
 struct Refusal {
     status: StatusCode,
     reason: &'static str,
@@ -232,27 +233,21 @@ impl RevokeApi {
         client: std::net::IpAddr,
     ) -> Result<Response<Body>, Refusal> {
         let body = read_body(req).await?;
-        let value: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| Refusal::with(StatusCode::BAD_REQUEST, "invalid_entry", e.to_string()))?;
-        let entry = Entry::from_json(&value)
-            .map_err(|e| Refusal::with(StatusCode::BAD_REQUEST, "invalid_entry", e))?;
         let now = now_unix();
-        if op == "add" && entry.expires.is_some_and(|at| at <= now) {
-            return Err(Refusal::with(
-                StatusCode::BAD_REQUEST,
-                "invalid_entry",
-                "expires is in the past: the entry would never apply",
-            ));
-        }
-        let reason = value
-            .get("reason")
-            .and_then(serde_json::Value::as_str)
-            .map(|r| {
-                r.chars()
-                    .filter(|c| !c.is_control())
-                    .take(512)
-                    .collect::<String>()
-            });
+        let (entry, reason) = read_entry(op, &body, now)?;
+        self.apply(op, entry, reason, who, client, now).await
+    }
+
+    /// Makes a validated change and answers it; every kind of entry takes this one path.
+    async fn apply(
+        &self,
+        op: &'static str,
+        entry: Entry,
+        reason: Option<String>,
+        who: &str,
+        client: std::net::IpAddr,
+        now: i64,
+    ) -> Result<Response<Body>, Refusal> {
         let change = if op == "add" {
             Change::Add(entry.clone())
         } else {
@@ -323,6 +318,34 @@ impl RevokeApi {
     }
 }
 
+/// A change request's body, validated before anything is touched: the entry (any kind, by
+/// `Entry::from_json`'s rules: known fields only, each non-empty, at most 1 KiB, no control
+/// characters), an add's `expires` not in the past, and the operator's free-text reason with
+/// control characters dropped and cut to 512 characters.
+fn read_entry(op: &str, body: &[u8], now: i64) -> Result<(Entry, Option<String>), Refusal> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| Refusal::with(StatusCode::BAD_REQUEST, "invalid_entry", e.to_string()))?;
+    let entry = Entry::from_json(&value)
+        .map_err(|e| Refusal::with(StatusCode::BAD_REQUEST, "invalid_entry", e))?;
+    if op == "add" && entry.expires.is_some_and(|at| at <= now) {
+        return Err(Refusal::with(
+            StatusCode::BAD_REQUEST,
+            "invalid_entry",
+            "expires is in the past: the entry would never apply",
+        ));
+    }
+    let reason = value
+        .get("reason")
+        .and_then(serde_json::Value::as_str)
+        .map(|r| {
+            r.chars()
+                .filter(|c| !c.is_control())
+                .take(512)
+                .collect::<String>()
+        });
+    Ok((entry, reason))
+}
+
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Refusal> {
     let collected = tokio::time::timeout(
         BODY_TIMEOUT,
@@ -333,4 +356,139 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Refusal> {
     collected
         .map(|c| c.to_bytes())
         .map_err(|_| Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::auth::denylist::{Denylist, Revocation, Target};
+    use crate::auth::denylist_live::LiveDenylist;
+    use crate::auth::jwt::VerifiedToken;
+
+    const ISS: &str = "https://idp.example.com/";
+    const NOW: i64 = 1_780_000_000;
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn local_api() -> (RevokeApi, Arc<LiveDenylist>) {
+        let list = Arc::new(LiveDenylist::new(Denylist::empty()));
+        let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
+        let api = RevokeApi::new(
+            Shared::Local(list.clone()),
+            "an-admin-token-of-at-least-32-bytes!",
+            metrics,
+        );
+        (api, list)
+    }
+
+    async fn body_of(response: Response<Body>) -> serde_json::Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn in_session(sid: &str) -> VerifiedToken {
+        let mut token = VerifiedToken::with_claims(serde_json::json!({"sub": "u", "sid": sid}));
+        token.issuer = ISS.into();
+        token
+    }
+
+    fn refusal(op: &str, body: serde_json::Value) -> Refusal {
+        match read_entry(op, body.to_string().as_bytes(), NOW) {
+            Ok(entry) => panic!("{body} was accepted as {entry:?}"),
+            Err(refusal) => refusal,
+        }
+    }
+
+    #[test]
+    fn a_sid_entry_is_validated_like_the_others() {
+        let body = serde_json::json!({
+            "kind": "sid", "issuer": ISS, "sid": "5b1c", "expires": NOW + 60,
+            "reason": "back-channel\nlogout",
+        });
+        let (entry, reason) = read_entry("add", body.to_string().as_bytes(), NOW).unwrap();
+        assert_eq!(
+            entry.target,
+            Target::Session {
+                issuer: ISS.into(),
+                sid: "5b1c".into()
+            }
+        );
+        assert_eq!(entry.expires, Some(NOW + 60));
+        assert_eq!(reason.as_deref(), Some("back-channellogout"));
+
+        // An add must still apply; a removal names the target and ignores its expiry.
+        let past = serde_json::json!({"kind": "sid", "issuer": ISS, "sid": "s", "expires": NOW});
+        let refused = refusal("add", past.clone());
+        assert_eq!(
+            (refused.status, refused.reason),
+            (StatusCode::BAD_REQUEST, "invalid_entry")
+        );
+        assert!(refused.detail.unwrap().contains("past"));
+        assert!(read_entry("remove", past.to_string().as_bytes(), NOW).is_ok());
+
+        for (bad, needle) in [
+            (serde_json::json!({"kind": "sid", "issuer": ISS}), "sid"),
+            (
+                serde_json::json!({"kind": "sid", "issuer": ISS, "sid": ""}),
+                "empty",
+            ),
+            (
+                serde_json::json!({"kind": "sid", "issuer": ISS, "sid": "s".repeat(1025)}),
+                "1024",
+            ),
+            (
+                serde_json::json!({"kind": "sid", "issuer": ISS, "sid": "s", "jti": "j"}),
+                "jti",
+            ),
+            (
+                serde_json::json!({"kind": "sid", "issuer": ISS, "sids": "s"}),
+                "sids",
+            ),
+        ] {
+            let refused = refusal("add", bad.clone());
+            assert_eq!(refused.reason, "invalid_entry", "{bad}");
+            let detail = refused.detail.unwrap();
+            assert!(detail.contains(needle), "{bad}: {detail}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sid_is_revoked_listed_and_unrevoked_through_the_api() {
+        let (api, list) = local_api();
+        let body = serde_json::json!({"kind": "sid", "issuer": ISS, "sid": "5b1c"});
+        let (entry, reason) = read_entry("add", body.to_string().as_bytes(), NOW).unwrap();
+        let answer = body_of(
+            api.apply("add", entry.clone(), reason, "op", CLIENT, NOW)
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer["status"], "revoked");
+        assert_eq!(answer["scope"], "local");
+        assert_eq!(answer["entry"], body);
+        assert_eq!(
+            list.check(&in_session("5b1c"), NOW),
+            Some(Revocation::Session)
+        );
+        assert_eq!(list.check(&in_session("other"), NOW), None);
+
+        let listed = body_of(api.list().await.unwrap()).await;
+        assert_eq!(listed["count"], 1);
+        assert_eq!(listed["entries"][0], body);
+
+        for status in ["removed", "not_found"] {
+            let answer = body_of(
+                api.apply("remove", entry.clone(), None, "op", CLIENT, NOW)
+                    .await
+                    .map_err(|r| r.reason)
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(answer["status"], status);
+        }
+        assert_eq!(list.check(&in_session("5b1c"), NOW), None);
+        assert!(list.is_empty());
+    }
 }

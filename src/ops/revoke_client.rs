@@ -28,6 +28,16 @@ pub enum Target {
         #[command(flatten)]
         common: Common,
     },
+    /// Every token and gateway session of one IdP login session, by issuer and the OpenID
+    /// Connect `sid` claim (what a back-channel logout names).
+    Sid {
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        sid: String,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Every token of a user, or those issued before a moment ("log out everywhere").
     Subject {
         #[arg(long)]
@@ -100,6 +110,14 @@ fn request_of(
             common,
         } => (
             serde_json::json!({"kind": "token", "issuer": issuer, "jti": jti}),
+            common,
+        ),
+        Target::Sid {
+            issuer,
+            sid,
+            common,
+        } => (
+            serde_json::json!({"kind": "sid", "issuer": issuer, "sid": sid}),
             common,
         ),
         Target::Subject {
@@ -213,5 +231,58 @@ async fn call(target: &Target, remove: bool) -> Result<String, String> {
         Ok(text)
     } else {
         Err(format!("{status}: {text}"))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Args {
+        #[command(subcommand)]
+        target: Target,
+    }
+
+    fn request(args: &[&str], remove: bool) -> (Method, Option<serde_json::Value>) {
+        let args =
+            Args::try_parse_from(std::iter::once("revoke").chain(args.iter().copied())).unwrap();
+        let (method, body, _) = request_of(&args.target, remove).unwrap();
+        (method, body)
+    }
+
+    #[test]
+    fn sid_is_named_by_issuer_and_sid() {
+        let args = [
+            "sid",
+            "--issuer",
+            "https://idp.example.com/",
+            "--sid",
+            "5b1c",
+            "--expires",
+            "1798761600",
+            "--reason",
+            "back-channel logout",
+        ];
+        let (method, body) = request(&args, false);
+        assert_eq!(method, Method::POST);
+        assert_eq!(
+            body.unwrap(),
+            serde_json::json!({
+                "kind": "sid", "issuer": "https://idp.example.com/", "sid": "5b1c",
+                "expires": 1798761600, "reason": "back-channel logout",
+            })
+        );
+        let (method, body) = request(&args, true);
+        assert_eq!(method, Method::DELETE);
+        assert_eq!(
+            body.unwrap(),
+            serde_json::json!({"kind": "sid", "issuer": "https://idp.example.com/", "sid": "5b1c"})
+        );
+        assert!(Args::try_parse_from(["revoke", "sid", "--sid", "5b1c"]).is_err());
+        assert!(Args::try_parse_from(["revoke", "sid", "--issuer", "i"]).is_err());
     }
 }
