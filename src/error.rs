@@ -60,12 +60,62 @@ pub enum GatewayError {
     /// A browser without a valid session is sent to the route's login page.
     LoginRedirect {
         location: String,
+        /// The login attempt's state cookie, when the gateway logs the browser in itself.
+        set_cookies: Vec<HeaderValue>,
+    },
+    /// A browser login could not be completed (bad or replayed state, IdP refusal, failed code
+    /// exchange, bad ID token): a page saying why, never another redirect that could loop.
+    LoginFailed(Box<LoginFailure>),
+    /// The request's gateway session cannot be used (expired, tampered, refresh failed): a 401
+    /// that also removes the cookie.
+    SessionRefused {
+        reason: &'static str,
+        set_cookies: Vec<HeaderValue>,
     },
     /// A cookie-authenticated state-changing request from another (or no) origin.
     CsrfOrigin,
     /// A forward-auth request from a peer outside `server.trusted_proxies`: the headers that
     /// describe the original request are believed only from a trusted proxy.
     ForwardAuthUntrustedPeer,
+}
+
+#[derive(Debug)]
+pub struct LoginFailure {
+    pub reason: &'static str,
+    /// The IdP's error code, when it gave one (safe alphabet only).
+    pub detail: Option<String>,
+    pub set_cookies: Vec<HeaderValue>,
+}
+
+impl LoginFailure {
+    fn status(&self) -> StatusCode {
+        match self.reason {
+            "idp_refused_login" => StatusCode::FORBIDDEN,
+            "idp_discovery_failed"
+            | "token_endpoint_unreachable"
+            | "token_endpoint_refused"
+            | "token_response_invalid" => StatusCode::BAD_GATEWAY,
+            "keys_unavailable" | "session_store_unavailable" | "random_unavailable" => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// A login endpoint's success: the browser goes on to `location` with `set_cookies`.
+pub fn login_redirect(location: &str, set_cookies: Vec<HeaderValue>) -> Response<Body> {
+    let mut response = Response::new(crate::edge::body::empty());
+    *response.status_mut() = StatusCode::FOUND;
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for cookie in set_cookies {
+        headers.append(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 /// How the client wants errors shaped.
@@ -138,6 +188,8 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             GatewayError::LoginRedirect { .. } => StatusCode::FOUND,
+            GatewayError::LoginFailed(failure) => failure.status(),
+            GatewayError::SessionRefused { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::CsrfOrigin => StatusCode::FORBIDDEN,
             GatewayError::ForwardAuthUntrustedPeer => StatusCode::FORBIDDEN,
         }
@@ -162,6 +214,8 @@ impl GatewayError {
             GatewayError::KeysUnavailable => "keys_unavailable",
             GatewayError::RevocationsUnavailable => "revocations_unavailable",
             GatewayError::LoginRedirect { .. } => "login_required",
+            GatewayError::LoginFailed(failure) => failure.reason,
+            GatewayError::SessionRefused { reason, .. } => reason,
             GatewayError::CsrfOrigin => "csrf_origin",
             GatewayError::ForwardAuthUntrustedPeer => "forward_auth_untrusted_peer",
         }
@@ -192,6 +246,8 @@ impl GatewayError {
                 | GatewayError::KeysUnavailable
                 | GatewayError::RevocationsUnavailable
                 | GatewayError::LoginRedirect { .. }
+                | GatewayError::LoginFailed(_)
+                | GatewayError::SessionRefused { .. }
                 | GatewayError::CsrfOrigin
         )
     }
@@ -206,6 +262,7 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable { detail }
             | GatewayError::UpstreamFailed { detail } => Some(detail),
             GatewayError::InvalidToken { claim, .. } => *claim,
+            GatewayError::LoginFailed(failure) => failure.detail.as_deref(),
             _ => None,
         }
     }
@@ -231,7 +288,9 @@ impl GatewayError {
             GatewayError::KeysUnavailable | GatewayError::RevocationsUnavailable => {
                 grpc_code::UNAVAILABLE
             }
-            GatewayError::LoginRedirect { .. } => grpc_code::UNAUTHENTICATED,
+            GatewayError::LoginRedirect { .. }
+            | GatewayError::LoginFailed(_)
+            | GatewayError::SessionRefused { .. } => grpc_code::UNAUTHENTICATED,
             GatewayError::CsrfOrigin | GatewayError::ForwardAuthUntrustedPeer => {
                 grpc_code::PERMISSION_DENIED
             }
@@ -246,6 +305,9 @@ impl GatewayError {
             GatewayError::InvalidRequest { .. } => "error=\"invalid_request\"".to_string(),
             GatewayError::InvalidToken { description, .. } => {
                 format!("error=\"invalid_token\", error_description=\"{description}\"")
+            }
+            GatewayError::SessionRefused { .. } => {
+                "error=\"invalid_token\", error_description=\"The session has ended\"".to_string()
             }
             GatewayError::Forbidden { scopes, .. } if !scopes.is_empty() => {
                 format!(
@@ -312,11 +374,12 @@ impl GatewayError {
         {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
-        if let GatewayError::LoginRedirect { location } = &self {
+        if let GatewayError::LoginRedirect { location, .. } = &self {
             if let Ok(value) = HeaderValue::from_str(location) {
                 headers.insert(header::LOCATION, value);
             }
         }
+
         if matches!(
             flavor,
             ErrorFlavor::ForwardAuth | ErrorFlavor::NginxAuthRequest
@@ -334,6 +397,40 @@ impl GatewayError {
             GatewayError::RequestBodyTimeout | GatewayError::RequestBodyInvalid
         ) {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let cookies = match self {
+            GatewayError::LoginRedirect { set_cookies, .. }
+            | GatewayError::SessionRefused { set_cookies, .. } => set_cookies,
+            GatewayError::LoginFailed(failure) => {
+                let failure = *failure;
+                let status = failure.status();
+                // A person reads this page: say what failed and offer a fresh start, which is
+                // a new login attempt rather than a loop back into the one that failed.
+                let page = format!(
+                    "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign-in failed</title></head>\
+                     <body><h1>Sign-in failed</h1><p>Reason: <code>{}</code>{}</p>\
+                     <p><a href=\"/\">Start again</a></p></body></html>\n",
+                    failure.reason,
+                    failure
+                        .detail
+                        .as_deref()
+                        .map(|d| format!(" (identity provider said <code>{d}</code>)"))
+                        .unwrap_or_default()
+                );
+                *response.body_mut() = full(Bytes::from(page));
+                *response.status_mut() = status;
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                failure.set_cookies
+            }
+            _ => Vec::new(),
+        };
+        let headers = response.headers_mut();
+        for cookie in cookies {
+            headers.append(header::SET_COOKIE, cookie);
         }
         response
     }

@@ -18,6 +18,7 @@ use crate::edge::body::Body;
 use crate::edge::headers;
 use crate::edge::server::{PeerInfo, RequestHandler};
 use crate::error::{ErrorFlavor, GatewayError};
+use crate::login;
 use crate::ops::metrics::NO_PROVIDER;
 use crate::ops::request_id;
 use crate::proxy::forward::{self, Outbound};
@@ -247,6 +248,13 @@ async fn pipeline(
     trace: &mut Trace,
 ) -> Result<Response<Body>, GatewayError> {
     let (mut head, body) = req.into_parts();
+    if let Some(endpoint) = login_endpoint(snapshot, &head) {
+        let redirect = login::endpoints::serve(snapshot, endpoint, &head).await?;
+        return Ok(crate::error::login_redirect(
+            &redirect.location,
+            redirect.set_cookies,
+        ));
+    }
     let scheme = if peer.tls { "https" } else { "http" };
     let decision = decide(snapshot, &mut head, scheme, &mut trace.decision).await?;
     // The one id the logs carry goes upstream, whatever the client sent in any spelling.
@@ -268,9 +276,27 @@ async fn pipeline(
         metrics: &snapshot.metrics,
     };
     let sent = Instant::now();
-    let response = forward::send(outbound, Request::from_parts(head, body)).await;
-    if response.is_ok() {
+    let mut response = forward::send(outbound, Request::from_parts(head, body)).await;
+    if let Ok(response) = &mut response {
         trace.upstream = Some(sent.elapsed());
+        for cookie in decision.set_cookies {
+            response
+                .headers_mut()
+                .append(http::header::SET_COOKIE, cookie);
+        }
     }
     response
+}
+
+/// The gateway's own endpoint this request names, judged on the normalised path so that no
+/// spelling of `/.authgate/...` can reach a route; only when browser logins are configured.
+fn login_endpoint(
+    snapshot: &Snapshot,
+    head: &http::request::Parts,
+) -> Option<login::endpoints::Endpoint> {
+    if snapshot.logins.is_empty() {
+        return None;
+    }
+    let normalized = crate::proxy::path::normalize(head.uri.path()).ok()?;
+    login::endpoints::Endpoint::of(&normalized.path)
 }

@@ -19,6 +19,7 @@ use crate::auth::revocations::{Revocations, Shared};
 use crate::config::build::ForwardAuthSettings;
 use crate::config::build_auth::ProviderKeySettings;
 use crate::config::Config;
+use crate::login::endpoints::Logins;
 use crate::ops::metrics::{Metrics, ProviderMetrics, RouteMetrics, NO_ROUTE};
 use crate::proxy::forward::{ClientKey, ForwardSettings, UpstreamClient};
 use crate::proxy::route::RouteTable;
@@ -45,6 +46,8 @@ pub struct Snapshot {
     pub provider_metrics: Vec<ProviderMetrics>,
     /// The forward-auth paths, when forward-auth is configured.
     pub forward_auth: Option<ForwardAuthSettings>,
+    /// Browser logins: the OIDC clients and the session store.
+    pub logins: Logins,
 }
 
 impl Snapshot {
@@ -162,19 +165,27 @@ impl Snapshot {
             watch.spawn_watcher();
             watch
         });
+        // Browser logins need a list to revoke ended sessions in, even without the API.
+        let local = || Some(Shared::Local(Arc::new(LiveDenylist::default())));
+        let logins_configured = !config.login.clients.is_empty();
         let shared = match previous {
-            Some(previous) => previous.revocations.shared.clone(),
+            Some(previous) => match &previous.revocations.shared {
+                None if logins_configured => local(),
+                kept => kept.clone(),
+            },
             None => match (&config.revocation.redis, &config.revocation.api) {
                 (Some(redis), _) => {
                     let source = RedisDenylist::new(redis.clone(), metrics.revocation())?;
                     source.spawn_sync();
                     Some(Shared::Redis(source))
                 }
-                (None, Some(_)) => Some(Shared::Local(Arc::new(LiveDenylist::default()))),
+                (None, Some(_)) => local(),
+                (None, None) if logins_configured => local(),
                 (None, None) => None,
             },
         };
         let revocations = Revocations { file, shared };
+        let logins = Logins::build(&config.login, previous.map(|p| &p.logins))?;
         let route_metrics = routes
             .routes()
             .iter()
@@ -204,6 +215,7 @@ impl Snapshot {
             unrouted: metrics.route(NO_ROUTE),
             provider_metrics,
             forward_auth: config.forward_auth.clone(),
+            logins,
         })
     }
 

@@ -22,17 +22,13 @@ use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use http::{header, Request, StatusCode, Uri};
-use http_body_util::BodyExt;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::auth::idp_http::{self, HttpClient, ReadError, USER_AGENT};
 use crate::auth::keys::{KeySet, Selection, VerifyKey};
-use crate::edge::body::{empty, Body};
+use crate::edge::body::empty;
 use crate::ops::metrics::{unix_now, JwksMetrics};
 /// Where a provider's JWKS comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -86,11 +82,6 @@ pub fn check_fetch_uri(uri: &Uri, allow_insecure_http: bool) -> Result<(), Strin
     }
 }
 
-/// Sent with every JWKS and discovery request, so an IdP's logs tell the gateway's fetches apart.
-const USER_AGENT: &str = concat!("authgate/", env!("CARGO_PKG_VERSION"));
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
-
 struct Fetched {
     set: Arc<KeySet>,
     at: Instant,
@@ -143,19 +134,7 @@ impl JwksCache {
         ca_bundle: Option<&std::path::Path>,
         metrics: JwksMetrics,
     ) -> Result<Arc<Self>, String> {
-        let tls = crate::edge::tls::client_config(ca_bundle)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(settings.fetch_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let client = idp_http::client(ca_bundle, settings.fetch_timeout)?;
         let unknown_kids = moka::sync::Cache::builder()
             .max_capacity(10_000)
             .time_to_live(settings.unknown_kid_interval)
@@ -392,27 +371,21 @@ impl JwksCache {
             })
             .find_map(|seconds| seconds.trim_matches('"').parse::<u64>().ok())
             .map(Duration::from_secs);
-        let mut body = response.into_body();
-        let mut collected = Vec::new();
-        let read = async {
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| FetchError(format!("{uri}: {e}")))?;
-                if let Ok(data) = frame.into_data() {
-                    if collected.len() + data.len() > self.settings.max_bytes {
-                        return Err(FetchError(format!(
-                            "{uri}: larger than {} bytes",
-                            self.settings.max_bytes
-                        )));
-                    }
-                    collected.extend_from_slice(&data);
-                }
-            }
-            Ok(())
-        };
-        tokio::time::timeout(self.settings.fetch_timeout, read)
-            .await
-            .map_err(|_| FetchError(format!("{uri}: body timed out")))??;
-        Ok((Bytes::from(collected), max_age))
+        let body = idp_http::read_limited(
+            response.into_body(),
+            self.settings.max_bytes,
+            self.settings.fetch_timeout,
+        )
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge => FetchError(format!(
+                "{uri}: larger than {} bytes",
+                self.settings.max_bytes
+            )),
+            ReadError::TimedOut => FetchError(format!("{uri}: body timed out")),
+            ReadError::Broken => FetchError(format!("{uri}: the body broke off")),
+        })?;
+        Ok((body, max_age))
     }
 
     /// Fetches now and then keeps the keys fresh until the cache is dropped.

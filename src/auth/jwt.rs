@@ -470,33 +470,8 @@ impl Verifier {
         token: &str,
         accepted: &Accepted,
     ) -> Result<(VerifiedToken, usize, Arc<VerifyKey>), VerifyError> {
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed.into());
-        };
-        let header = decode_object(header_b64)?;
-        let alg_name = header
-            .get("alg")
-            .and_then(Value::as_str)
-            .ok_or(TokenError::Malformed)?;
-        if alg_name.eq_ignore_ascii_case("none") {
-            return Err(TokenError::AlgNone.into());
-        }
-        if header.contains_key("crit") {
-            // No JWS extension is understood, so any critical one must be refused (RFC 7515 §4.1.11).
-            return Err(TokenError::UnsupportedCrit.into());
-        }
-        let kid = match header.get("kid") {
-            None => None,
-            // A kid is an identifier, not a payload: a long one only costs memory in the
-            // unknown-kid cache.
-            Some(Value::String(kid)) if kid.len() <= MAX_KID_BYTES => Some(kid.as_str()),
-            Some(_) => return Err(TokenError::Malformed.into()),
-        };
-        let claims = decode_object(payload_b64)?;
-        let issuer = match claims.get("iss") {
+        let jws = Jws::parse(token)?;
+        let issuer = match jws.claims.get("iss") {
             None => return Err(TokenError::MissingClaim("iss").into()),
             Some(Value::String(issuer)) => issuer.as_str(),
             Some(_) => return Err(TokenError::InvalidClaimType("iss").into()),
@@ -509,25 +484,133 @@ impl Verifier {
             return Err(TokenError::ProviderNotAccepted.into());
         }
         let provider = &self.providers[index];
-        let alg = provider
-            .algorithms
-            .iter()
-            .copied()
-            .find(|a| algorithm_name(*a) == alg_name)
-            .ok_or(TokenError::AlgorithmNotAllowed)?;
+        let alg = provider.allowed_algorithm(&jws)?;
         if let Some(expected) = &provider.typ {
-            let typ = header.get("typ").and_then(Value::as_str).map(normalize_typ);
+            let typ = jws
+                .header
+                .get("typ")
+                .and_then(Value::as_str)
+                .map(normalize_typ);
             if typ.as_deref() != Some(expected.as_str()) {
                 return Err(TokenError::TypMismatch.into());
             }
         }
-        let key = provider.key(kid, alg).await?;
-        let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-        if !signature_holds(&key, alg, signature_b64, signing_input.as_bytes()) {
+        let key = provider.signature_key(&jws, alg).await?;
+        let kid = key.kid.clone();
+        let verified = check_claims(provider, jws.claims, kid)?;
+        Ok((verified, index, key))
+    }
+
+    /// A JWS from `provider`'s issuer, signed with one of its keys under one of its algorithms,
+    /// and nothing more: what is not an access token (an ID token, a logout token) gets its
+    /// audience, type and time rules from its own specification, checked by the caller.
+    pub async fn verify_signed(
+        &self,
+        token: &str,
+        provider: usize,
+    ) -> Result<SignedToken, VerifyError> {
+        if token.len() > self.max_token_bytes {
+            return Err(TokenError::TooLarge.into());
+        }
+        let provider = self
+            .providers
+            .get(provider)
+            .ok_or(TokenError::UnknownIssuer)?;
+        let jws = Jws::parse(token)?;
+        match jws.claims.get("iss") {
+            None => return Err(TokenError::MissingClaim("iss").into()),
+            Some(Value::String(issuer)) if **issuer == *provider.issuer => {}
+            Some(Value::String(_)) => return Err(TokenError::UnknownIssuer.into()),
+            Some(_) => return Err(TokenError::InvalidClaimType("iss").into()),
+        }
+        let alg = provider.allowed_algorithm(&jws)?;
+        let key = provider.signature_key(&jws, alg).await?;
+        Ok(SignedToken {
+            header: jws.header,
+            claims: jws.claims,
+            kid: key.kid.clone(),
+        })
+    }
+}
+
+/// A token whose signature and issuer held; see [`Verifier::verify_signed`].
+pub struct SignedToken {
+    pub header: Map<String, Value>,
+    pub claims: Map<String, Value>,
+    pub kid: Option<String>,
+}
+
+/// A compact JWS split and decoded, before any key is involved.
+struct Jws<'t> {
+    header: Map<String, Value>,
+    claims: Map<String, Value>,
+    alg_name: String,
+    kid: Option<String>,
+    signing_input: &'t str,
+    signature_b64: &'t str,
+}
+
+impl<'t> Jws<'t> {
+    fn parse(token: &'t str) -> Result<Self, TokenError> {
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let header = decode_object(header_b64)?;
+        let alg_name = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .ok_or(TokenError::Malformed)?
+            .to_string();
+        if alg_name.eq_ignore_ascii_case("none") {
+            return Err(TokenError::AlgNone);
+        }
+        if header.contains_key("crit") {
+            // No JWS extension is understood, so any critical one must be refused (RFC 7515 §4.1.11).
+            return Err(TokenError::UnsupportedCrit);
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            // A kid is an identifier, not a payload: a long one only costs memory in the
+            // unknown-kid cache.
+            Some(Value::String(kid)) if kid.len() <= MAX_KID_BYTES => Some(kid.clone()),
+            Some(_) => return Err(TokenError::Malformed),
+        };
+        let claims = decode_object(payload_b64)?;
+        Ok(Jws {
+            header,
+            claims,
+            alg_name,
+            kid,
+            signing_input: &token[..header_b64.len() + 1 + payload_b64.len()],
+            signature_b64,
+        })
+    }
+}
+
+impl Provider {
+    /// The algorithm is the provider's, never the token's: the token's `alg` only picks among
+    /// those configured.
+    fn allowed_algorithm(&self, jws: &Jws<'_>) -> Result<Algorithm, TokenError> {
+        self.algorithms
+            .iter()
+            .copied()
+            .find(|a| algorithm_name(*a) == jws.alg_name)
+            .ok_or(TokenError::AlgorithmNotAllowed)
+    }
+
+    async fn signature_key(
+        &self,
+        jws: &Jws<'_>,
+        alg: Algorithm,
+    ) -> Result<Arc<VerifyKey>, VerifyError> {
+        let key = self.key(jws.kid.as_deref(), alg).await?;
+        if !signature_holds(&key, alg, jws.signature_b64, jws.signing_input.as_bytes()) {
             return Err(TokenError::BadSignature.into());
         }
-        let verified = check_claims(provider, claims, key.kid.clone())?;
-        Ok((verified, index, key))
+        Ok(key)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod denylist_file;
 pub mod denylist_live;
 pub mod denylist_redis;
 pub mod identity;
+pub mod idp_http;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::build_auth::{
     build_auth, build_providers, route_auth, AuthSettings, ProviderKeySettings, ProviderSettings,
 };
+use super::build_login::{build_login, LoginSettings, RESERVED_PREFIX};
 use super::build_revocation::{build_revocation, RevocationSettings};
 use super::checks::{ca_bundle_file, or_default, readable_file, timeout_or};
 use super::file::{self, FileConfig};
@@ -30,6 +31,7 @@ pub struct Config {
     pub forward_auth: Option<ForwardAuthSettings>,
     pub reload: ReloadSettings,
     pub revocation: RevocationSettings,
+    pub login: LoginSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,6 +310,15 @@ pub(super) fn build(
 
     let providers = build_providers(&parsed.providers, base_dir, at, &mut errors);
     let auth = build_auth(&parsed.auth, base_dir, at, &mut errors);
+    let login = build_login(
+        parsed.session.as_ref(),
+        &parsed.logins,
+        &providers,
+        &parsed.providers,
+        &revocation,
+        at,
+        &mut errors,
+    );
 
     let mut routes: Vec<Route> = Vec::new();
     for route in &parsed.routes {
@@ -394,6 +405,69 @@ pub(super) fn build(
                 format!("route {name:?}: revocation_required needs [revocation] redis_url (only a shared list can be unavailable)"),
             ));
         }
+        if route.path_prefix.0 == RESERVED_PREFIX.trim_end_matches('/')
+            || route.path_prefix.0.starts_with(RESERVED_PREFIX)
+        {
+            errors.push(at.error_at(
+                route_span.start,
+                format!("route {name:?}: paths under {RESERVED_PREFIX} are the gateway's own (login callback, logout); no route may serve them"),
+            ));
+        }
+        if let Some(written) = &route.login {
+            let login_name = written.get_ref();
+            let offset = written.span().start;
+            match login
+                .clients
+                .iter()
+                .position(|c| &*c.name == login_name.as_str())
+            {
+                None if parsed
+                    .logins
+                    .iter()
+                    .all(|l| l.get_ref().name.get_ref() != login_name) =>
+                {
+                    errors.push(at.error_at(
+                        offset,
+                        format!("route {name:?}: no [[login]] is named {login_name:?}"),
+                    ));
+                }
+                None => {}
+                Some(index) => {
+                    let client = &login.clients[index];
+                    let provider = &providers[client.provider].name;
+                    if auth
+                        .providers
+                        .as_ref()
+                        .is_some_and(|list| !list.iter().any(|p| p == &**provider))
+                    {
+                        errors.push(at.error_at(offset, format!("route {name:?}: login {login_name:?} signs users in at provider {provider:?}, which the route's providers leave out")));
+                    }
+                    auth.login_client = Some(index);
+                }
+            }
+            if route.auth == file::AuthMode::Public {
+                errors.push(at.error_at(
+                    offset,
+                    format!("route {name:?} is public: login does not apply"),
+                ));
+            }
+            if route.login_url.is_some() {
+                errors.push(at.error_at(
+                    offset,
+                    format!("route {name:?}: login and login_url are two ways to log in; keep one"),
+                ));
+            }
+            if route.session_cookie.is_some() {
+                errors.push(at.error_at(offset, format!("route {name:?}: with login the session is the gateway's own cookie ([session] cookie_name); remove session_cookie")));
+            }
+        }
+        auth.forward_access_token = route.forward_access_token;
+        if route.forward_access_token && route.login.is_none() {
+            errors.push(at.error_at(
+                route_span.start,
+                format!("route {name:?}: forward_access_token needs login"),
+            ));
+        }
         if route.revocation_required.is_some() && route.auth == file::AuthMode::Public {
             errors.push(at.error_at(
                 route_span.start,
@@ -443,6 +517,7 @@ pub(super) fn build(
             forward_auth,
             reload,
             revocation,
+            login,
         })
     } else {
         errors.sort_by_key(|e| (e.line, e.column));

@@ -496,6 +496,8 @@ pub(super) fn route_auth(
         public_origin: route.public_origin.as_ref().map(|o| o.0.clone()),
         pass_cors_preflight: route.pass_cors_preflight,
         login,
+        login_client: None,
+        forward_access_token: false,
         // Set by the build once `[revocation]` is known.
         revocation_required: false,
     }

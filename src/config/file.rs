@@ -51,6 +51,87 @@ pub struct FileConfig {
     #[serde(default)]
     pub reload: ReloadSection,
     pub revocation: Option<Spanned<RevocationSection>>,
+    /// Gateway-issued browser sessions; required by `[[login]]`.
+    pub session: Option<Spanned<SessionSection>>,
+    #[serde(default, rename = "login")]
+    pub logins: Vec<Spanned<LoginSection>>,
+}
+
+pub const DEFAULT_SESSION_COOKIE: &str = "__Host-authgate";
+pub const DEFAULT_LOGIN_STATE_COOKIE: &str = "__Host-authgate-login";
+pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+pub const DEFAULT_SESSION_KEY_PREFIX: &str = "authgate:session:";
+pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(60);
+pub const DEFAULT_IDP_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_LOGIN_SCOPES: [&str; 3] = ["openid", "profile", "email"];
+
+/// Where a session lives: all of it in the (encrypted) cookie, or in Redis behind an opaque id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStore {
+    #[default]
+    Cookie,
+    Redis,
+}
+
+/// The sessions the gateway issues after a browser login.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSection {
+    /// The key ring: base64 32-byte keys separated by commas, the first sealing new cookies;
+    /// `${NAME}` reads it from the environment (where it belongs).
+    pub keys: Spanned<EnvString>,
+    #[serde(default)]
+    pub store: SessionStore,
+    /// For `store = "redis"`; default: `revocation.redis_url`.
+    pub redis_url: Option<Spanned<EnvString>>,
+    pub key_prefix: Option<Spanned<String>>,
+    pub cookie_name: Option<Spanned<String>>,
+    pub login_state_cookie_name: Option<Spanned<String>>,
+    /// Not with a `__Host-` cookie name.
+    pub cookie_domain: Option<Spanned<String>>,
+    /// `false` only for plain-http development; refused with a `__Host-`/`__Secure-` name.
+    pub cookie_secure: Option<Spanned<bool>>,
+    /// The hard limit: a session ends this long after its login, refreshes or not.
+    pub lifetime: Option<Timeout>,
+}
+
+/// How the gateway authenticates itself at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    ClientSecretBasic,
+    ClientSecretPost,
+    /// A public client: PKCE alone.
+    None,
+}
+
+/// One OpenID Connect client: the gateway logs browsers in at a provider's IdP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSection {
+    pub name: Spanned<String>,
+    /// A `[[provider]]` with `discovery = true`: its issuer's endpoints and keys.
+    pub provider: Spanned<String>,
+    pub client_id: Spanned<EnvString>,
+    pub client_secret: Option<Spanned<EnvString>>,
+    /// Default: `client_secret_basic` with a secret, `none` without.
+    pub client_auth: Option<Spanned<ClientAuth>>,
+    pub scopes: Option<Spanned<Vec<String>>>,
+    /// The gateway as browsers reach it; the callback is `{public_origin}/.authgate/callback`.
+    pub public_origin: Origin,
+    /// Absolute return URLs allowed besides `public_origin`'s own paths.
+    #[serde(default)]
+    pub allowed_return_origins: Vec<Origin>,
+    /// Where the IdP sends the browser after logout; default: `{public_origin}/`.
+    pub post_logout_redirect_uri: Option<LoginUrl>,
+    /// Refresh this long before the access token expires.
+    pub refresh_margin: Option<HumanDuration>,
+    /// For discovery, code exchange and refresh.
+    pub timeout: Option<Timeout>,
+    /// Extra authorization-request parameters (e.g. `audience` for Auth0).
+    #[serde(default)]
+    pub extra_params: std::collections::BTreeMap<String, String>,
 }
 
 pub const DEFAULT_REVOCATION_KEY_PREFIX: &str = "authgate:revocation:";
@@ -359,6 +440,11 @@ pub struct RouteSection {
     /// Where unauthenticated browser navigations are sent instead of a 401.
     pub login_url: Option<LoginUrl>,
     pub login_redirect_param: Option<String>,
+    /// A `[[login]]` client: browsers without a session log in through the gateway.
+    pub login: Option<Spanned<String>>,
+    /// With `login`: send the session's access token upstream as `Authorization: Bearer`.
+    #[serde(default)]
+    pub forward_access_token: bool,
     /// Fail closed (503) while the shared revocation list is unavailable; default from
     /// `revocation.on_unreachable`.
     pub revocation_required: Option<bool>,

@@ -4,6 +4,7 @@
 
 pub mod build;
 pub mod build_auth;
+pub mod build_login;
 pub mod build_revocation;
 mod checks;
 pub mod file;

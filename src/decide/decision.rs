@@ -14,6 +14,7 @@ use crate::auth::jwt::{now_unix, VerifiedToken, VerifyError};
 use crate::config::file::AuthMode;
 use crate::edge::headers;
 use crate::error::GatewayError;
+use crate::login::sessions::SessionProblem;
 use crate::proxy::host::RequestHost;
 use crate::proxy::path;
 use crate::proxy::route::{Route, RouteMiss};
@@ -51,6 +52,8 @@ pub struct Decision {
     pub path: String,
     pub upgrade: Option<Upgrade>,
     pub token: Option<Arc<VerifiedToken>>,
+    /// `Set-Cookie` values for the response (a refreshed session).
+    pub set_cookies: Vec<http::HeaderValue>,
 }
 
 /// Decides about the request whose head is `head`, rewriting its headers as the upstream must
@@ -153,34 +156,80 @@ pub async fn decide(
                 .map_err(|e| GatewayError::InvalidRequest { reason: e.reason() })?
         }
     };
-    trace.credential = credential.as_ref().map(|c| c.source);
-    if let Some(credential) = &credential {
+    // A login route's browsers carry the gateway's own session instead of a token.
+    let mut session = None;
+    if let (None, Some(client), false) = (&credential, auth.login_client, preflight) {
+        session = login_session(snapshot, client, head, &normalized.path).await?;
+    }
+    trace.credential = match (&credential, &session) {
+        (Some(credential), _) => Some(credential.source),
+        (None, Some(_)) => Some(Source::Cookie),
+        (None, None) => None,
+    };
+    if trace.credential == Some(Source::Cookie) {
         // A cookie rides along on cross-site requests; only a same-origin caller may change state.
         // A WebSocket handshake changes state whatever its method; a forward-auth caller drops
         // `Upgrade` (hop-by-hop) but the key still says what the request is.
         let state_changing = !credential::is_safe_method(&head.method)
             || upgrade.is_some()
             || head.headers.contains_key(http::header::SEC_WEBSOCKET_KEY);
-        if credential.source == Source::Cookie && state_changing {
+        if state_changing {
             check_origin(head, route, scheme, host.as_ref())?;
         }
     }
-    trace.verify_attempted = credential.is_some();
-    let token = match &credential {
-        Some(credential) => Some(
+    trace.verify_attempted = credential.is_some() || session.is_some();
+    let mut set_cookies = Vec::new();
+    let mut access_token = None;
+    let token = match (&credential, session) {
+        (Some(credential), _) => Some(
             authenticate(snapshot, index, credential, trace)
                 .await
                 .map_err(|error| login_instead(error, head, route, &normalized.path))?,
         ),
-        None if auth.mode == AuthMode::Required && !preflight => {
-            return Err(login_instead(
-                GatewayError::MissingCredential,
-                head,
-                route,
-                &normalized.path,
-            ))
+        (None, Some(found)) => {
+            trace.provider = snapshot.verifier.provider_index(&found.token.provider);
+            if let (Err(error), Some(client)) = (
+                check_revocation(snapshot, index, &found.token),
+                auth.login_client,
+            ) {
+                // A revoked session (a logout elsewhere, an IdP back-channel logout) sends the
+                // browser to log in again, without the cookie that no longer works.
+                let clear = snapshot
+                    .logins
+                    .sessions
+                    .as_ref()
+                    .map(|s| s.clear(&head.headers))
+                    .unwrap_or_default();
+                return Err(
+                    start_login(snapshot, client, error, head, &normalized.path, clear).await,
+                );
+            }
+            set_cookies = found.set_cookies;
+            access_token = Some(found.access_token);
+            Some(found.token)
         }
-        None => None,
+        (None, None) if auth.mode == AuthMode::Required && !preflight => {
+            return Err(match auth.login_client {
+                Some(client) => {
+                    start_login(
+                        snapshot,
+                        client,
+                        GatewayError::MissingCredential,
+                        head,
+                        &normalized.path,
+                        Vec::new(),
+                    )
+                    .await
+                }
+                None => login_instead(
+                    GatewayError::MissingCredential,
+                    head,
+                    route,
+                    &normalized.path,
+                ),
+            })
+        }
+        (None, None) => None,
     };
     if let Some(token) = &token {
         route
@@ -209,6 +258,20 @@ pub async fn decide(
     if let (false, Some(cookie)) = (auth.forward_session_cookie, &auth.session_cookie) {
         credential::remove_cookie(&mut head.headers, cookie);
     }
+    if let Some(sessions) = &snapshot.logins.sessions {
+        // The gateway's own cookies are for the gateway alone, on every route.
+        sessions.remove_from_request(&mut head.headers);
+    }
+    if let (true, Some(access_token)) = (auth.forward_access_token, access_token) {
+        let value =
+            http::HeaderValue::try_from(format!("Bearer {access_token}")).map_err(|_| {
+                GatewayError::SessionRefused {
+                    reason: "session_invalid",
+                    set_cookies: Vec::new(),
+                }
+            })?;
+        head.headers.insert(http::header::AUTHORIZATION, value);
+    }
     if preflight && auth.mode != AuthMode::Public {
         // Browsers never attach credentials to a preflight, so any here are not the browser's,
         // and none of them was verified.
@@ -223,6 +286,7 @@ pub async fn decide(
         path: normalized.path,
         upgrade,
         token,
+        set_cookies,
     })
 }
 
@@ -273,6 +337,7 @@ fn login_instead(error: GatewayError, head: &Parts, route: &Route, path: &str) -
     }
     let separator = if login.url.contains('?') { '&' } else { '?' };
     GatewayError::LoginRedirect {
+        set_cookies: Vec::new(),
         location: format!(
             "{}{separator}{}={}",
             login.url,
@@ -308,7 +373,18 @@ async fn authenticate(
             },
         })?;
     trace.provider = snapshot.verifier.provider_index(&token.provider);
-    if let Some(revocation) = snapshot.revocations.check(&token, now_unix()) {
+    check_revocation(snapshot, route_index, &token)?;
+    Ok(token)
+}
+
+/// denylist: a token (or session) no one has revoked, checked against a list that can be relied
+/// on.
+fn check_revocation(
+    snapshot: &Snapshot,
+    route_index: usize,
+    token: &VerifiedToken,
+) -> Result<(), GatewayError> {
+    if let Some(revocation) = snapshot.revocations.check(token, now_unix()) {
         snapshot.metrics.denylist_hit(revocation.kind());
         return Err(GatewayError::InvalidToken {
             reason: revocation.reason(),
@@ -324,5 +400,113 @@ async fn authenticate(
     {
         return Err(GatewayError::RevocationsUnavailable);
     }
-    Ok(token)
+    Ok(())
+}
+
+/// The gateway session a login route's request carries, refreshed when due. A session that
+/// cannot be used is removed from the browser: a navigation starts a new login, anything else
+/// gets a 401.
+async fn login_session(
+    snapshot: &Snapshot,
+    client_index: usize,
+    head: &Parts,
+    path: &str,
+) -> Result<Option<SessionFound>, GatewayError> {
+    let (Some(sessions), Some(client)) = (
+        &snapshot.logins.sessions,
+        snapshot.logins.clients.get(client_index),
+    ) else {
+        return Ok(None);
+    };
+    let refused = |problem: SessionProblem| async move {
+        if problem == SessionProblem::StoreUnavailable {
+            return GatewayError::LoginFailed(Box::new(crate::error::LoginFailure {
+                reason: problem.reason(),
+                detail: None,
+                set_cookies: Vec::new(),
+            }));
+        }
+        tracing::info!(reason = problem.reason(), "session refused");
+        let clear = sessions.clear(&head.headers);
+        let error = GatewayError::SessionRefused {
+            reason: problem.reason(),
+            set_cookies: clear.clone(),
+        };
+        start_login(snapshot, client_index, error, head, path, clear).await
+    };
+    let session = match sessions.load(&head.headers).await {
+        Ok(Some(session)) if *session.login == *client.settings.name => session,
+        // Another login client's session is no session here.
+        Ok(_) => return Ok(None),
+        Err(problem) => return Err(refused(problem).await),
+    };
+    let provider = &snapshot.verifier.providers()[client.settings.provider];
+    let now = now_unix();
+    let mut set_cookies = Vec::new();
+    let session = if session.refresh_due(now, client.settings.refresh_margin) {
+        let leeway = i64::try_from(provider.leeway.as_secs()).unwrap_or(0);
+        match sessions
+            .refresh(&session, client, &snapshot.verifier, leeway)
+            .await
+        {
+            Ok(refreshed) => {
+                set_cookies = match sessions.save(&refreshed, &head.headers).await {
+                    Ok(cookies) => cookies,
+                    Err(problem) => return Err(refused(problem).await),
+                };
+                refreshed
+            }
+            Err(problem) => {
+                if let SessionProblem::RefreshFailed(error) = &problem {
+                    tracing::info!(login = %client.settings.name, reason = error.reason(), "session refresh failed; the session ends");
+                }
+                return Err(refused(problem).await);
+            }
+        }
+    } else {
+        Arc::new(session)
+    };
+    let token = session
+        .identity(provider)
+        .ok_or(GatewayError::SessionRefused {
+            reason: "session_invalid",
+            set_cookies: sessions.clear(&head.headers),
+        })?;
+    Ok(Some(SessionFound {
+        token: Arc::new(token),
+        access_token: session.access_token.clone(),
+        set_cookies,
+    }))
+}
+
+struct SessionFound {
+    token: Arc<VerifiedToken>,
+    access_token: String,
+    set_cookies: Vec<http::HeaderValue>,
+}
+
+/// A browser navigation without a usable session on a login route starts a login at the IdP;
+/// anything else keeps `error`. `clear` removes a session cookie that could not be used.
+async fn start_login(
+    snapshot: &Snapshot,
+    client: usize,
+    error: GatewayError,
+    head: &Parts,
+    path: &str,
+    clear: Vec<http::HeaderValue>,
+) -> GatewayError {
+    if head.method != http::Method::GET || !credential::prefers_html(&head.headers) {
+        return error;
+    }
+    match crate::login::endpoints::start(&snapshot.logins, client, head, path).await {
+        Ok(redirect) => {
+            let mut set_cookies = clear;
+            set_cookies.extend(redirect.set_cookies);
+            GatewayError::LoginRedirect {
+                location: redirect.location,
+                set_cookies,
+            }
+        }
+        Err(failure) => failure,
+    }
 }

@@ -63,6 +63,10 @@ pub struct RouteAuth {
     pub public_origin: Option<String>,
     pub pass_cors_preflight: bool,
     pub login: Option<LoginRedirect>,
+    /// Index of the `[[login]]` client whose gateway sessions this route accepts.
+    pub login_client: Option<usize>,
+    /// Send the session's access token upstream as `Authorization: Bearer`.
+    pub forward_access_token: bool,
     /// Answer 503 `revocations_unavailable` while the shared revocation list is out of reach.
     pub revocation_required: bool,
 }
@@ -87,6 +91,8 @@ impl Default for RouteAuth {
             public_origin: None,
             pass_cors_preflight: false,
             login: None,
+            login_client: None,
+            forward_access_token: false,
             revocation_required: false,
         }
     }

@@ -1,0 +1,337 @@
+//! The gateway's own browser endpoints under `/.authgate/`, and the start of a login:
+//! - a browser without a session on a login route is sent to the IdP ([`start`]);
+//! - `/.authgate/callback` finishes the login: the login-state cookie must hold the `state`
+//!   (once only), the code is exchanged, the ID token checked (nonce included), and the browser
+//!   sent back to where it was going (never elsewhere: `redirect.rs`);
+//! - `/.authgate/logout` ends the session here, in the store and in the shared denylist, then
+//!   at the IdP (RP-initiated logout).
+//!
+//! No route can serve these paths (the config refuses it). This step answers with a redirect
+//! or a refusal; `error.rs` shapes both.
+
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::HeaderValue;
+
+use crate::auth::jwt::now_unix;
+use crate::config::build_login::{LoginSettings, RESERVED_PREFIX};
+use crate::error::{GatewayError, LoginFailure};
+use crate::login::login_state::{self, LoginState, LOGIN_STATE_TTL};
+use crate::login::oidc::{LoginError, OidcClient};
+use crate::login::pkce::random_token;
+use crate::login::redirect::return_target_or_root;
+use crate::login::session::Session;
+use crate::login::sessions::Sessions;
+use crate::state::Snapshot;
+
+/// The browser login machinery of one snapshot.
+pub struct Logins {
+    /// Indexed like the config's `[[login]]` clients.
+    pub clients: Vec<Arc<OidcClient>>,
+    pub sessions: Option<Arc<Sessions>>,
+    /// Digests of the `state` values already used at the callback: a callback URL replayed
+    /// within the login-state cookie's lifetime is refused.
+    used_states: moka::sync::Cache<String, ()>,
+}
+
+impl Logins {
+    /// `previous` is the snapshot's a reload replaces: its used states carry over, so a reload
+    /// never reopens a replay window.
+    pub fn build(settings: &LoginSettings, previous: Option<&Logins>) -> Result<Self, String> {
+        let clients = settings
+            .clients
+            .iter()
+            .map(|c| {
+                OidcClient::new(Arc::new(c.clone()))
+                    .map(Arc::new)
+                    .map_err(|e| format!("login {:?}: {e}", c.name))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let sessions = settings
+            .session
+            .clone()
+            .map(Sessions::new)
+            .transpose()?
+            .map(Arc::new);
+        let used_states = previous.map_or_else(
+            || {
+                moka::sync::Cache::builder()
+                    .max_capacity(1_000_000)
+                    .time_to_live(LOGIN_STATE_TTL)
+                    .build()
+            },
+            |p| p.used_states.clone(),
+        );
+        Ok(Logins {
+            clients,
+            sessions,
+            used_states,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+}
+
+/// A path under the reserved prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Callback,
+    Logout,
+    Unknown,
+}
+
+impl Endpoint {
+    pub fn of(path: &str) -> Option<Endpoint> {
+        let rest = path.strip_prefix(RESERVED_PREFIX)?;
+        Some(match rest {
+            "callback" => Endpoint::Callback,
+            "logout" => Endpoint::Logout,
+            _ => Endpoint::Unknown,
+        })
+    }
+}
+
+/// What a login endpoint answers when it succeeds: a redirect, with cookies.
+pub struct Redirect {
+    pub location: String,
+    pub set_cookies: Vec<HeaderValue>,
+}
+
+fn failure(reason: &'static str, set_cookies: Vec<HeaderValue>) -> GatewayError {
+    GatewayError::LoginFailed(Box::new(LoginFailure {
+        reason,
+        detail: None,
+        set_cookies,
+    }))
+}
+
+fn login_error(error: &LoginError, set_cookies: Vec<HeaderValue>) -> GatewayError {
+    GatewayError::LoginFailed(Box::new(LoginFailure {
+        reason: error.reason(),
+        detail: error.detail().map(str::to_string),
+        set_cookies,
+    }))
+}
+
+/// The value of `name` in a query string, percent-decoded; `Err` when it appears twice (a
+/// parameter with two readings is refused, as everywhere in the gateway).
+fn query_param(query: &str, name: &str) -> Result<Option<String>, ()> {
+    let mut found = None;
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == name {
+            if found.is_some() {
+                return Err(());
+            }
+            let value = value.replace('+', " ");
+            found = Some(crate::auth::credential::percent_decode(&value));
+        }
+    }
+    Ok(found)
+}
+
+/// Sends a browser without a session to `client`'s IdP, remembering where it was going.
+pub async fn start(
+    logins: &Logins,
+    client: usize,
+    head: &Parts,
+    path: &str,
+) -> Result<Redirect, GatewayError> {
+    let (Some(client), Some(sessions)) = (logins.clients.get(client), &logins.sessions) else {
+        return Err(GatewayError::MissingCredential);
+    };
+    let mut return_to = path.to_string();
+    if let Some(query) = head.uri.query() {
+        return_to.push('?');
+        return_to.push_str(query);
+    }
+    let attempt = LoginState::new(&client.settings.name, &return_to, now_unix())
+        .map_err(|e| failure(e.reason(), Vec::new()))?;
+    let location = client
+        .authorization_url(&attempt)
+        .await
+        .map_err(|e| login_error(&e, Vec::new()))?;
+    let (_, cookie) = attempt
+        .seal_cookie(&sessions.settings.keys, &sessions.login_state)
+        .map_err(|e| failure(e.reason(), Vec::new()))?;
+    let mut set_cookies = login_state::crowded_out(&head.headers, &sessions.login_state);
+    set_cookies.push(cookie);
+    Ok(Redirect {
+        location,
+        set_cookies,
+    })
+}
+
+/// Answers a request under `/.authgate/`.
+pub async fn serve(
+    snapshot: &Snapshot,
+    endpoint: Endpoint,
+    head: &Parts,
+) -> Result<Redirect, GatewayError> {
+    let logins = &snapshot.logins;
+    let Some(sessions) = logins.sessions.as_ref().filter(|_| !logins.is_empty()) else {
+        return Err(GatewayError::NoRoute);
+    };
+    match endpoint {
+        Endpoint::Callback => callback(snapshot, sessions, head).await,
+        Endpoint::Logout => logout(snapshot, sessions, head).await,
+        Endpoint::Unknown => Err(GatewayError::NoRoute),
+    }
+}
+
+async fn callback(
+    snapshot: &Snapshot,
+    sessions: &Sessions,
+    head: &Parts,
+) -> Result<Redirect, GatewayError> {
+    if head.method != http::Method::GET {
+        return Err(GatewayError::MethodNotAllowed {
+            allow: vec![http::Method::GET],
+        });
+    }
+    let query = head.uri.query().unwrap_or_default();
+    let param = |name: &str| {
+        query_param(query, name).map_err(|()| failure("login_callback_malformed", Vec::new()))
+    };
+    let state = param("state")?.ok_or_else(|| failure("login_state_missing", Vec::new()))?;
+    // Whatever happens next, this attempt's cookie is spent.
+    let clear = login_state::clear_cookie(&sessions.login_state, &state);
+    let now = now_unix();
+    let attempt = login_state::open_for_state(
+        &head.headers,
+        &sessions.settings.keys,
+        &sessions.login_state,
+        &state,
+        now,
+    )
+    .map_err(|e| failure(e.reason(), clear.clone()))?;
+    let first_use = snapshot
+        .logins
+        .used_states
+        .entry(attempt.state_digest())
+        .or_insert(())
+        .is_fresh();
+    if !first_use {
+        return Err(failure("login_state_reused", clear));
+    }
+    let client = snapshot
+        .logins
+        .clients
+        .iter()
+        .find(|c| *c.settings.name == *attempt.login)
+        .ok_or_else(|| failure("login_state_invalid", clear.clone()))?;
+    if let Some(error) = param("error")? {
+        // The IdP refused (the user denied consent, the session was not allowed): a page, not
+        // another redirect to the IdP, which would loop.
+        let code = if error.len() <= 64
+            && error
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            error
+        } else {
+            "invalid".to_string()
+        };
+        tracing::info!(login = %client.settings.name, error = %code, "the IdP refused the login");
+        return Err(GatewayError::LoginFailed(Box::new(LoginFailure {
+            reason: "idp_refused_login",
+            detail: Some(code),
+            set_cookies: clear,
+        })));
+    }
+    // RFC 9207: an `iss` that names another IdP is a mix-up attack.
+    if let Some(iss) = param("iss")? {
+        if iss != client.settings.issuer {
+            return Err(failure("login_issuer_mismatch", clear));
+        }
+    }
+    let code = param("code")?.ok_or_else(|| failure("login_code_missing", clear.clone()))?;
+    let tokens = client
+        .exchange_code(&code, &attempt.pkce_verifier)
+        .await
+        .map_err(|e| login_error(&e, clear.clone()))?;
+    let id_token = tokens
+        .id_token
+        .ok_or_else(|| login_error(&LoginError::TokenResponseInvalid, clear.clone()))?;
+    let provider = &snapshot.verifier.providers()[client.settings.provider];
+    let leeway = i64::try_from(provider.leeway.as_secs()).unwrap_or(0);
+    let signed = client
+        .check_id_token(
+            &snapshot.verifier,
+            &id_token,
+            Some(&attempt.nonce),
+            leeway,
+            now,
+        )
+        .await
+        .map_err(|e| login_error(&e, clear.clone()))?;
+    let id = random_token(32).map_err(|e| failure(e.reason(), clear.clone()))?;
+    let session = Session::new(
+        id,
+        &client.settings.name,
+        id_token,
+        signed.kid,
+        tokens.access_token,
+        tokens.refresh_token,
+        tokens.access_expires_at,
+        now,
+        sessions.settings.lifetime,
+    );
+    let mut set_cookies = sessions
+        .save(&session, &head.headers)
+        .await
+        .map_err(|e| failure(e.reason(), clear.clone()))?;
+    set_cookies.extend(clear);
+    tracing::info!(login = %client.settings.name, "browser login completed");
+    Ok(Redirect {
+        location: return_target_or_root(
+            &attempt.return_to,
+            &client.settings.public_origin,
+            &client.settings.allowed_return_origins,
+        ),
+        set_cookies,
+    })
+}
+
+async fn logout(
+    snapshot: &Snapshot,
+    sessions: &Sessions,
+    head: &Parts,
+) -> Result<Redirect, GatewayError> {
+    if head.method != http::Method::GET && head.method != http::Method::POST {
+        return Err(GatewayError::MethodNotAllowed {
+            allow: vec![http::Method::GET, http::Method::POST],
+        });
+    }
+    // A cookie that cannot be opened is removed all the same.
+    let session = sessions.load(&head.headers).await.ok().flatten();
+    let client = session.as_ref().and_then(|s| {
+        snapshot
+            .logins
+            .clients
+            .iter()
+            .find(|c| *c.settings.name == *s.login)
+    });
+    if let (Some(session), Some(client)) = (&session, client) {
+        let provider = &snapshot.verifier.providers()[client.settings.provider];
+        if let Some(identity) = session.identity(provider) {
+            crate::login::revoke::session_ended(snapshot, &identity, session.expires_at).await;
+        }
+    }
+    let set_cookies = sessions.forget(session.as_ref(), &head.headers).await;
+    let location = match (client, &session) {
+        (Some(client), Some(session)) => client
+            .end_session_url(Some(&session.id_token))
+            .await
+            .unwrap_or_else(|| client.settings.post_logout_redirect_uri.clone()),
+        _ => "/".to_string(),
+    };
+    tracing::info!(had_session = session.is_some(), "browser logout");
+    Ok(Redirect {
+        location,
+        set_cookies,
+    })
+}

@@ -1,0 +1,340 @@
+//! Where sessions live between requests, and their refresh. The cookie store seals the whole
+//! session into the browser's cookie (split into numbered cookies past ~4 KB); the Redis store
+//! seals it into Redis and gives the browser only an opaque id, sealed too, so server-side
+//! logout deletes it for every replica. Refreshes are single-flight per session: concurrent
+//! requests carrying the same session share one call to the token endpoint and its answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::jwt::{now_unix, Verifier};
+use crate::config::build_login::SessionSettings;
+use crate::config::file::SessionStore;
+use crate::login::cookies::{self, CookieOptions, CookieSpec};
+use crate::login::oidc::{LoginError, OidcClient};
+use crate::login::session::Session;
+
+/// Purpose (AEAD associated data) of sessions sealed into Redis, so a Redis value can never be
+/// replayed as a cookie or the other way round.
+const REDIS_PURPOSE: &str = "authgate-session-redis";
+/// How long a refreshed session is remembered for the requests that carried the old one.
+const REFRESH_MEMORY: Duration = Duration::from_secs(60);
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a request's session could not be used; `reason()` goes to logs and the 401.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionProblem {
+    /// The cookie is malformed, tampered with, sealed with a retired key, or names a session
+    /// Redis no longer has.
+    Invalid(&'static str),
+    Expired,
+    RefreshFailed(LoginError),
+    StoreUnavailable,
+}
+
+impl SessionProblem {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SessionProblem::Invalid(reason) => reason,
+            SessionProblem::Expired => "session_expired",
+            SessionProblem::RefreshFailed(_) => "session_refresh_failed",
+            SessionProblem::StoreUnavailable => "session_store_unavailable",
+        }
+    }
+}
+
+/// The cookie's content in the Redis store.
+#[derive(Serialize, Deserialize)]
+struct RedisRef {
+    v: u8,
+    id: String,
+}
+
+pub struct Sessions {
+    pub settings: SessionSettings,
+    pub cookie: CookieSpec,
+    /// The base of every login-state cookie (its name is the prefix).
+    pub login_state: CookieSpec,
+    redis: Option<RedisStore>,
+    /// (session id, access_expires_at of the session refreshed) → the refreshed session.
+    refreshes: moka::future::Cache<(String, i64), Arc<Session>>,
+}
+
+struct RedisStore {
+    client: redis::Client,
+    connection: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+}
+
+/// A session found on a request.
+pub struct Found {
+    pub session: Arc<Session>,
+    /// `Set-Cookie` values the response must carry (a refreshed cookie).
+    pub set_cookies: Vec<HeaderValue>,
+}
+
+impl Sessions {
+    pub fn new(settings: SessionSettings) -> Result<Self, String> {
+        let options = CookieOptions {
+            domain: settings.cookie_domain.clone(),
+            secure: settings.cookie_secure,
+            max_age: Some(settings.lifetime),
+            ..CookieOptions::default()
+        };
+        let cookie = CookieSpec::new(&settings.cookie_name, options.clone())
+            .map_err(|e| format!("session cookie: {}", e.reason()))?;
+        let login_state = CookieSpec::new(&settings.login_state_cookie_name, options)
+            .map_err(|e| format!("login-state cookie: {}", e.reason()))?;
+        let redis = match (&settings.store, &settings.redis) {
+            (SessionStore::Redis, Some((url, display))) => Some(RedisStore {
+                client: redis::Client::open(url.as_str())
+                    .map_err(|_| format!("session store {display}: not a valid Redis URL"))?,
+                connection: tokio::sync::Mutex::new(None),
+            }),
+            (SessionStore::Redis, None) => return Err("session store: no Redis URL".into()),
+            (SessionStore::Cookie, _) => None,
+        };
+        Ok(Sessions {
+            settings,
+            cookie,
+            login_state,
+            redis,
+            refreshes: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(REFRESH_MEMORY)
+                .build(),
+        })
+    }
+
+    /// The request's session, if it carries one; `Err` when it carries one that cannot be used
+    /// (the caller clears it).
+    pub async fn load(&self, headers: &HeaderMap) -> Result<Option<Session>, SessionProblem> {
+        let name = self.cookie.name();
+        let Some(sealed) =
+            cookies::read(headers, name).map_err(|e| SessionProblem::Invalid(e.reason()))?
+        else {
+            return Ok(None);
+        };
+        let plain = self
+            .settings
+            .keys
+            .open(name, &sealed)
+            .map_err(|e| SessionProblem::Invalid(e.reason()))?;
+        let session = match &self.redis {
+            None => Session::from_json(&plain).ok_or(SessionProblem::Invalid("session_invalid"))?,
+            Some(redis) => {
+                let reference: RedisRef = serde_json::from_slice(&plain)
+                    .ok()
+                    .filter(|r: &RedisRef| r.v == 1)
+                    .ok_or(SessionProblem::Invalid("session_invalid"))?;
+                let stored = self
+                    .redis_get(redis, &reference.id)
+                    .await?
+                    .ok_or(SessionProblem::Invalid("session_unknown"))?;
+                let plain = self
+                    .settings
+                    .keys
+                    .open(REDIS_PURPOSE, &stored)
+                    .map_err(|e| SessionProblem::Invalid(e.reason()))?;
+                Session::from_json(&plain)
+                    .filter(|s| s.id == reference.id)
+                    .ok_or(SessionProblem::Invalid("session_invalid"))?
+            }
+        };
+        if now_unix() >= session.expires_at {
+            return Err(SessionProblem::Expired);
+        }
+        Ok(Some(session))
+    }
+
+    /// Stores `session` and returns the `Set-Cookie` values that give the browser its cookie;
+    /// `headers` are the request's, whose surplus chunks are expired.
+    pub async fn save(
+        &self,
+        session: &Session,
+        headers: &HeaderMap,
+    ) -> Result<Vec<HeaderValue>, SessionProblem> {
+        let name = self.cookie.name();
+        let value = match &self.redis {
+            None => session.to_json(),
+            Some(redis) => {
+                let sealed = self
+                    .settings
+                    .keys
+                    .seal(REDIS_PURPOSE, &session.to_json())
+                    .map_err(|_| SessionProblem::StoreUnavailable)?;
+                let ttl = session.expires_at.saturating_sub(now_unix()).max(1);
+                self.redis_set(redis, &session.id, &sealed, ttl).await?;
+                serde_json::to_vec(&RedisRef {
+                    v: 1,
+                    id: session.id.clone(),
+                })
+                .unwrap_or_default()
+            }
+        };
+        let sealed = self
+            .settings
+            .keys
+            .seal(name, &value)
+            .map_err(|_| SessionProblem::StoreUnavailable)?;
+        let lifetime = Duration::from_secs(
+            u64::try_from(session.expires_at.saturating_sub(now_unix()).max(1)).unwrap_or(1),
+        );
+        let spec = self
+            .cookie
+            .with_max_age(Some(lifetime))
+            .map_err(|_| SessionProblem::StoreUnavailable)?;
+        cookies::set_cookies(&spec, &sealed, cookies::present_chunks(headers, name))
+            .map_err(|e| SessionProblem::Invalid(e.reason()))
+    }
+
+    /// Ends the session in the store (Redis) and returns the `Set-Cookie` values that remove it
+    /// from the browser.
+    pub async fn forget(&self, session: Option<&Session>, headers: &HeaderMap) -> Vec<HeaderValue> {
+        if let (Some(redis), Some(session)) = (&self.redis, session) {
+            if self.redis_delete(redis, &session.id).await.is_err() {
+                tracing::warn!("session store unreachable: a logged-out session stays in Redis until it expires (its revocation still ends it)");
+            }
+        }
+        self.clear(headers)
+    }
+
+    /// Removes the session cookie (every chunk) and every login-state cookie from a request
+    /// about to go upstream.
+    pub fn remove_from_request(&self, headers: &mut HeaderMap) {
+        if !headers.contains_key(http::header::COOKIE) {
+            return;
+        }
+        cookies::remove_from_request(headers, self.cookie.name());
+        crate::login::login_state::remove_from_request(headers, &self.login_state);
+    }
+
+    /// `Set-Cookie` values removing the session cookie and every chunk the request carried.
+    pub fn clear(&self, headers: &HeaderMap) -> Vec<HeaderValue> {
+        cookies::clear_cookies(
+            &self.cookie,
+            cookies::present_chunks(headers, self.cookie.name()),
+        )
+    }
+
+    /// Refreshes `session` at its IdP, once for every request carrying this same session.
+    pub async fn refresh(
+        &self,
+        session: &Session,
+        client: &OidcClient,
+        verifier: &Verifier,
+        leeway: i64,
+    ) -> Result<Arc<Session>, SessionProblem> {
+        let key = (session.id.clone(), session.access_expires_at.unwrap_or(0));
+        self.refreshes
+            .try_get_with(key, async {
+                let refresh_token = session
+                    .refresh_token
+                    .as_deref()
+                    .ok_or(LoginError::TokenResponseInvalid)?;
+                let tokens = client.refresh(refresh_token).await?;
+                let now = now_unix();
+                let id_token = match tokens.id_token {
+                    Some(id_token) => {
+                        let signed = client
+                            .check_id_token(verifier, &id_token, None, leeway, now)
+                            .await?;
+                        // OIDC Core §12.2: the same user, at the same issuer.
+                        let old = session.subject();
+                        if signed.claims.get("sub").and_then(serde_json::Value::as_str)
+                            != old.as_deref()
+                        {
+                            return Err(LoginError::IdToken("id_token_subject"));
+                        }
+                        Some((id_token, signed.kid))
+                    }
+                    None => None,
+                };
+                Ok(Arc::new(session.refreshed(
+                    id_token,
+                    tokens.access_token,
+                    tokens.refresh_token,
+                    tokens.access_expires_at,
+                )))
+            })
+            .await
+            .map_err(|e: Arc<LoginError>| SessionProblem::RefreshFailed((*e).clone()))
+    }
+
+    async fn connection(
+        &self,
+        redis: &RedisStore,
+    ) -> Result<redis::aio::MultiplexedConnection, SessionProblem> {
+        let mut slot = redis.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let connection = tokio::time::timeout(
+            REDIS_TIMEOUT,
+            redis.client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| SessionProblem::StoreUnavailable)?
+        .map_err(|_| SessionProblem::StoreUnavailable)?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    fn redis_key(&self, id: &str) -> String {
+        let digest = crate::auth::keys::sha256(&[id.as_bytes()]);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}{hex}", self.settings.key_prefix)
+    }
+
+    async fn redis_io<T: redis::FromRedisValue>(
+        &self,
+        redis: &RedisStore,
+        command: redis::Cmd,
+    ) -> Result<T, SessionProblem> {
+        let mut connection = self.connection(redis).await?;
+        let outcome =
+            tokio::time::timeout(REDIS_TIMEOUT, command.query_async(&mut connection)).await;
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            _ => {
+                // A broken connection is dropped so the next request reconnects.
+                *redis.connection.lock().await = None;
+                Err(SessionProblem::StoreUnavailable)
+            }
+        }
+    }
+
+    async fn redis_get(
+        &self,
+        redis: &RedisStore,
+        id: &str,
+    ) -> Result<Option<String>, SessionProblem> {
+        let mut command = redis::cmd("GET");
+        command.arg(self.redis_key(id));
+        self.redis_io(redis, command).await
+    }
+
+    async fn redis_set(
+        &self,
+        redis: &RedisStore,
+        id: &str,
+        value: &str,
+        ttl_seconds: i64,
+    ) -> Result<(), SessionProblem> {
+        let mut command = redis::cmd("SET");
+        command
+            .arg(self.redis_key(id))
+            .arg(value)
+            .arg("EX")
+            .arg(ttl_seconds);
+        self.redis_io::<()>(redis, command).await
+    }
+
+    async fn redis_delete(&self, redis: &RedisStore, id: &str) -> Result<(), SessionProblem> {
+        let mut command = redis::cmd("DEL");
+        command.arg(self.redis_key(id));
+        self.redis_io::<i64>(redis, command).await.map(|_| ())
+    }
+}

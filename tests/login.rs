@@ -1,0 +1,447 @@
+//! The gateway's own browser login against the demo OpenID Provider, over real HTTP on
+//! loopback, with a small cookie jar standing in for the browser: the code flow with PKCE, the
+//! session cookie, identity at the upstream, refresh (single flight), logout with revocation,
+//! and each bad case of the callback and the session.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use authgate::demo::issuer::{OidcClient, TokenFault};
+use common::*;
+use http::Request;
+use http_body_util::Full;
+
+const CLIENT: &str = "gw";
+const SECRET: &str = "gw-secret";
+/// Two keys: the second (an older one) still opens cookies it sealed.
+const KEYS: &str =
+    "q6vVJ9f2Jc7m1cXQyV0m8Z8E3j1v6n4cD2b5a7e9f0g=, AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// A browser: cookies by name (one host: browsers share cookies across ports), redirects
+/// followed by hand so each step can be checked.
+#[derive(Default, Clone)]
+struct Browser {
+    jar: BTreeMap<String, String>,
+}
+
+impl Browser {
+    fn cookie_header(&self) -> String {
+        self.jar
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn absorb(&mut self, reply: &Reply) {
+        for value in reply.headers.get_all(http::header::SET_COOKIE) {
+            let text = value.to_str().unwrap();
+            let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if attributes.to_ascii_lowercase().contains("max-age=0") {
+                self.jar.remove(name.trim());
+            } else {
+                self.jar
+                    .insert(name.trim().to_string(), value.trim().to_string());
+            }
+        }
+    }
+
+    async fn get(&mut self, url: &str, accept: &str) -> Reply {
+        let mut req = Request::get(url).header("accept", accept);
+        if !self.jar.is_empty() {
+            req = req.header("cookie", self.cookie_header());
+        }
+        let reply = send(&h1_client(), req.body(Full::default()).unwrap()).await;
+        self.absorb(&reply);
+        reply
+    }
+
+    async fn navigate(&mut self, url: &str) -> Reply {
+        self.get(url, "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8")
+            .await
+    }
+
+    fn session_cookies(&self) -> Vec<(String, String)> {
+        self.jar
+            .iter()
+            .filter(|(k, _)| k.starts_with("authgate_s"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+fn location(reply: &Reply) -> String {
+    reply.headers["location"].to_str().unwrap().to_string()
+}
+
+struct Setup {
+    idp: Arc<JwksServer>,
+    origin: String,
+    _gw: Gateway,
+}
+
+async fn setup(extra_login: &str) -> Setup {
+    let up = echo().await;
+    let idp = JwksServer::start(Vec::new()).await.unwrap();
+    idp.set_signing_key(SigningKey::generate(Algorithm::ES256, Some("idp-1")).unwrap());
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    idp.register_client(OidcClient {
+        client_id: CLIENT.into(),
+        client_secret: Some(SECRET.into()),
+        redirect_uris: vec![format!("{origin}/.authgate/callback")],
+        post_logout_redirect_uris: vec![format!("{origin}/")],
+        backchannel_logout_uri: None,
+    });
+    idp.set_auto_login(Some("alice"));
+    let gw = start(&format!(
+        r#"[[listener]]
+address = "127.0.0.1:{port}"
+
+[session]
+keys = "{KEYS}"
+cookie_name = "authgate_s"
+login_state_cookie_name = "authgate_l"
+cookie_secure = false
+
+[[provider]]
+name = "idp"
+issuer = "{issuer}"
+discovery = true
+audiences = ["demo-api"]
+algorithms = ["ES256"]
+
+[[login]]
+name = "idp"
+provider = "idp"
+client_id = "{CLIENT}"
+client_secret = "{SECRET}"
+public_origin = "{origin}"
+{extra_login}
+
+[[route]]
+name = "app"
+path_prefix = "/app"
+upstream = "http://{up}"
+login = "idp"
+forward_access_token = true
+"#,
+        issuer = idp.issuer(),
+    ))
+    .await;
+    Setup {
+        idp,
+        origin,
+        _gw: gw,
+    }
+}
+
+/// Walks a login from a navigation to `path` until the gateway's callback answer.
+async fn login(browser: &mut Browser, s: &Setup, path: &str) -> Reply {
+    let start = browser.navigate(&format!("{}{path}", s.origin)).await;
+    assert_eq!(
+        start.status,
+        302,
+        "{}",
+        String::from_utf8_lossy(&start.body)
+    );
+    let authorize = location(&start);
+    assert!(authorize.starts_with(&format!("{}/authorize?", s.idp.issuer())));
+    for param in [
+        "code_challenge_method=S256",
+        "response_type=code",
+        "nonce=",
+        "state=",
+    ] {
+        assert!(authorize.contains(param), "{param} in {authorize}");
+    }
+    let code = browser.navigate(&authorize).await;
+    assert_eq!(code.status, 302);
+    let callback = location(&code);
+    assert!(callback.starts_with(&format!("{}/.authgate/callback?", s.origin)));
+    browser.navigate(&callback).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_logs_in_reaches_the_page_with_its_identity_and_logs_out() {
+    let s = setup("").await;
+    let mut browser = Browser::default();
+    let done = login(&mut browser, &s, "/app/page?x=1").await;
+    assert_eq!(done.status, 302, "{}", String::from_utf8_lossy(&done.body));
+    assert_eq!(location(&done), "/app/page?x=1", "back where it was going");
+    assert!(!browser.session_cookies().is_empty());
+    assert!(
+        !browser.jar.keys().any(|k| k.starts_with("authgate_l")),
+        "the login-state cookie is spent"
+    );
+    let set_cookie = done
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"));
+
+    let page = browser
+        .navigate(&format!("{}/app/page?x=1", s.origin))
+        .await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.upstream_header("x-auth-subject"), vec!["alice"]);
+    let authorization = page.upstream_header("authorization");
+    assert_eq!(authorization.len(), 1);
+    assert!(
+        authorization[0].starts_with("Bearer ey"),
+        "the access token goes upstream"
+    );
+    let upstream_cookies = page.upstream_header("cookie").join("; ");
+    assert!(
+        !upstream_cookies.contains("authgate_s"),
+        "the session cookie never reaches the upstream: {upstream_cookies}"
+    );
+
+    // A copy of the cookie, taken before logout.
+    let stolen = browser.clone();
+    let out = browser
+        .navigate(&format!("{}/.authgate/logout", s.origin))
+        .await;
+    assert_eq!(out.status, 302);
+    let end_session = location(&out);
+    assert!(end_session.starts_with(&format!("{}/end_session?", s.idp.issuer())));
+    assert!(end_session.contains("id_token_hint="));
+    assert!(
+        browser.session_cookies().is_empty(),
+        "logout clears the cookie"
+    );
+
+    let mut stolen = stolen;
+    let replay = stolen
+        .get(&format!("{}/app/page", s.origin), "application/json")
+        .await;
+    assert_eq!(replay.status, 401, "a copied cookie dies with the logout");
+    assert_eq!(replay.reason(), "revoked_sid");
+    let again = stolen.navigate(&format!("{}/app/page", s.origin)).await;
+    assert_eq!(
+        again.status, 302,
+        "a browser with a revoked session logs in again"
+    );
+    assert!(location(&again).starts_with(&s.idp.issuer()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_requests_get_401_and_never_a_login_redirect() {
+    let s = setup("").await;
+    let mut client = Browser::default();
+    let reply = client
+        .get(&format!("{}/app/data", s.origin), "application/json")
+        .await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.reason(), "missing_credential");
+    assert!(reply.headers.contains_key("www-authenticate"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_refuses_missing_foreign_and_replayed_state() {
+    let s = setup("").await;
+    let mut browser = Browser::default();
+    let start = browser.navigate(&format!("{}/app/", s.origin)).await;
+    let code = browser.navigate(&location(&start)).await;
+    let callback = location(&code);
+
+    let missing = browser
+        .navigate(&format!("{}/.authgate/callback?code=x", s.origin))
+        .await;
+    assert_eq!(missing.status, 400);
+    assert!(String::from_utf8_lossy(&missing.body).contains("login_state_missing"));
+
+    // Another browser (no login-state cookie) with the same callback URL.
+    let mut other = Browser::default();
+    let foreign = other.navigate(&callback).await;
+    assert_eq!(foreign.status, 400);
+    assert!(String::from_utf8_lossy(&foreign.body).contains("login_state_missing"));
+
+    // The right browser, twice: the second use is refused even with the cookie kept.
+    let kept = browser.clone();
+    let first = browser.navigate(&callback).await;
+    assert_eq!(first.status, 302);
+    let mut replayer = kept;
+    let second = replayer.navigate(&callback).await;
+    assert_eq!(second.status, 400);
+    assert!(String::from_utf8_lossy(&second.body).contains("login_state_reused"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idp_refusals_and_bad_id_tokens_end_the_login_with_a_page() {
+    let s = setup("timeout = \"1s\"").await;
+    for (fault, status, reason) in [
+        (TokenFault::WrongNonce, 400, "nonce_mismatch"),
+        (TokenFault::WrongAudience, 400, "id_token_audience"),
+        (TokenFault::WrongIssuer, 400, "id_token_issuer"),
+        (TokenFault::ExpiredIdToken, 400, "id_token_expired"),
+        (TokenFault::UnsignedIdToken, 400, "id_token_algorithm"),
+        (TokenFault::BadSignature, 400, "id_token_bad_signature"),
+        (TokenFault::NoIdToken, 502, "token_response_invalid"),
+        (TokenFault::Status(500), 502, "token_endpoint_refused"),
+        (TokenFault::Garbage, 502, "token_response_invalid"),
+        (TokenFault::HugeBody, 502, "token_response_invalid"),
+        (TokenFault::Hang, 502, "token_endpoint_unreachable"),
+    ] {
+        s.idp.set_token_endpoint_fault(Some(fault));
+        let mut browser = Browser::default();
+        let reply = login(&mut browser, &s, "/app/").await;
+        let body = String::from_utf8_lossy(&reply.body);
+        assert_eq!(reply.status, status, "{fault:?}: {body}");
+        assert!(body.contains(reason), "{fault:?}: {body}");
+        assert!(browser.session_cookies().is_empty(), "{fault:?}");
+    }
+    s.idp.set_token_endpoint_fault(None);
+
+    // The user says no at the IdP: a page, not a loop back to the IdP.
+    let mut browser = Browser::default();
+    let start = browser.navigate(&format!("{}/app/", s.origin)).await;
+    let authorize = location(&start);
+    let state = authorize
+        .split('&')
+        .find_map(|p| p.strip_prefix("state="))
+        .unwrap()
+        .to_string();
+    let denied = browser
+        .navigate(&format!(
+            "{}/.authgate/callback?error=access_denied&state={state}",
+            s.origin
+        ))
+        .await;
+    assert_eq!(denied.status, 403);
+    assert!(String::from_utf8_lossy(&denied.body).contains("access_denied"));
+    assert!(!denied.headers.contains_key("location"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_or_foreign_session_cookie_is_cleared_and_refused() {
+    let s = setup("").await;
+    let mut browser = Browser::default();
+    assert_eq!(login(&mut browser, &s, "/app/").await.status, 302);
+    let (name, value) = browser.session_cookies()[0].clone();
+    let mut chars: Vec<char> = value.chars().collect();
+    let middle = chars.len() / 2;
+    chars[middle] = if chars[middle] == 'A' { 'B' } else { 'A' };
+    let mut tampered = browser.clone();
+    tampered
+        .jar
+        .insert(name.clone(), chars.into_iter().collect());
+    let reply = tampered
+        .get(&format!("{}/app/", s.origin), "application/json")
+        .await;
+    assert_eq!(reply.status, 401);
+    assert!(reply.reason().starts_with("session_"), "{}", reply.reason());
+    assert!(
+        tampered.session_cookies().is_empty(),
+        "the bad cookie is cleared"
+    );
+
+    let mut truncated = browser.clone();
+    truncated
+        .jar
+        .insert(name, value[..value.len() / 2].to_string());
+    let nav = truncated.navigate(&format!("{}/app/", s.origin)).await;
+    assert_eq!(nav.status, 302, "a browser starts a fresh login");
+    assert!(location(&nav).starts_with(&s.idp.issuer()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_refresh_a_session_once() {
+    let s = setup("refresh_margin = \"2s\"").await;
+    s.idp
+        .set_token_lifetimes(Duration::from_secs(3), Duration::from_secs(300));
+    let mut browser = Browser::default();
+    assert_eq!(login(&mut browser, &s, "/app/").await.status, 302);
+    // Inside the margin: due for a refresh.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = s.idp.refresh_grants();
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let mut b = browser.clone();
+            let url = format!("{}/app/x", s.origin);
+            tokio::spawn(async move { b.get(&url, "application/json").await })
+        })
+        .collect();
+    let mut refreshed_cookies = 0;
+    for request in requests {
+        let reply = request.await.unwrap();
+        assert_eq!(reply.status, 200);
+        if reply.headers.contains_key("set-cookie") {
+            refreshed_cookies += 1;
+            browser.absorb(&reply);
+        }
+    }
+    assert_eq!(
+        s.idp.refresh_grants() - before,
+        1,
+        "one refresh for eight requests"
+    );
+    assert_eq!(
+        refreshed_cookies, 8,
+        "every answer carries the refreshed session"
+    );
+
+    // A refresh the IdP refuses ends the session (the refreshed access token is due again).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.idp
+        .set_token_endpoint_fault(Some(TokenFault::Status(400)));
+    let mut stale = browser.clone();
+    let reply = stale
+        .get(&format!("{}/app/x", s.origin), "application/json")
+        .await;
+    s.idp.set_token_endpoint_fault(None);
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.reason(), "session_refresh_failed");
+}
+
+#[test]
+fn login_config_errors_are_located() {
+    let base = |extra: &str| {
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:0\"\n\n[[provider]]\nname = \"idp\"\nissuer = \"https://idp.example.com\"\ndiscovery = true\naudiences = [\"api\"]\nalgorithms = [\"RS256\"]\n\n[[provider]]\nname = \"fixed\"\nissuer = \"https://other.example.com\"\njwks_uri = \"https://other.example.com/jwks\"\naudiences = [\"api\"]\nalgorithms = [\"RS256\"]\n\n{extra}"
+        )
+    };
+    let session = format!("[session]\nkeys = \"{KEYS}\"\n\n");
+    let login = "[[login]]\nname = \"l\"\nprovider = \"idp\"\nclient_id = \"c\"\npublic_origin = \"https://app.example.com\"\n";
+    let cases: Vec<(String, &str)> = vec![
+        (base(login), "needs a [session] section"),
+        (base(&format!("[session]\nkeys = \"c2hvcnQ=\"\n\n{login}")), "session keys"),
+        (base(&format!("{session}{}", login.replace("\"idp\"", "\"fixed\""))), "needs discovery = true"),
+        (base(&format!("{session}{}", login.replace("\"idp\"", "\"nobody\""))), "no [[provider]] is named"),
+        (base(&format!("{session}{login}scopes = [\"profile\"]\n")), "must include \"openid\""),
+        (base(&format!("{session}{login}client_auth = \"client_secret_post\"\n")), "needs client_secret"),
+        (base(&format!("{session}{login}extra_params = {{ nonce = \"x\" }}\n")), "may not set \"nonce\""),
+        (base(&format!("[session]\nkeys = \"{KEYS}\"\ncookie_secure = false\n\n{login}")), "only accept this prefix on Secure cookies"),
+        (base(&format!("[session]\nkeys = \"{KEYS}\"\nstore = \"redis\"\n\n{login}")), "needs redis_url"),
+        (base(&format!("{session}{login}\n[[route]]\nname = \"r\"\npath_prefix = \"/.authgate/x\"\nupstream = \"http://127.0.0.1:1\"\n")), "are the gateway's own"),
+        (base(&format!("{session}{login}\n[[route]]\nname = \"r\"\npath_prefix = \"/r\"\nupstream = \"http://127.0.0.1:1\"\nlogin = \"missing\"\n")), "no [[login]] is named"),
+        (base(&format!("{session}{login}\n[[route]]\nname = \"r\"\npath_prefix = \"/r\"\nupstream = \"http://127.0.0.1:1\"\nlogin = \"l\"\nproviders = [\"fixed\"]\n")), "leave out"),
+        (base(&format!("{session}{login}\n[[route]]\nname = \"r\"\npath_prefix = \"/r\"\nupstream = \"http://127.0.0.1:1\"\nforward_access_token = true\n")), "forward_access_token needs login"),
+    ];
+    for (text, expected) in cases {
+        let path = std::path::Path::new("authgate.toml");
+        let errors = match authgate::config::load_str(path, &text) {
+            Ok(_) => panic!("accepted, expected {expected:?}:\n{text}"),
+            Err(errors) => errors.to_string(),
+        };
+        assert!(
+            errors.contains(expected),
+            "expected {expected:?} in:\n{errors}"
+        );
+        assert!(
+            errors.lines().all(|l| l.starts_with("authgate.toml:")
+                && l.split(':')
+                    .nth(1)
+                    .is_some_and(|n| n.parse::<usize>().is_ok_and(|n| n > 0))),
+            "every error located:\n{errors}"
+        );
+    }
+}
