@@ -118,6 +118,15 @@ pub fn login_redirect(location: &str, set_cookies: Vec<HeaderValue>) -> Response
     response
 }
 
+/// A back-channel logout carried out (Back-Channel Logout 1.0 §2.8: `200`, not cached).
+pub fn logged_out() -> Response<Body> {
+    let mut response = Response::new(crate::edge::body::empty());
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 /// How the client wants errors shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorFlavor {

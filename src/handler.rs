@@ -249,11 +249,14 @@ async fn pipeline(
 ) -> Result<Response<Body>, GatewayError> {
     let (mut head, body) = req.into_parts();
     if let Some(endpoint) = login_endpoint(snapshot, &head) {
-        let redirect = login::endpoints::serve(snapshot, endpoint, &head).await?;
-        return Ok(crate::error::login_redirect(
-            &redirect.location,
-            redirect.set_cookies,
-        ));
+        return Ok(
+            match login::endpoints::serve(snapshot, endpoint, &head, body).await? {
+                login::endpoints::Answer::Redirect(redirect) => {
+                    crate::error::login_redirect(&redirect.location, redirect.set_cookies)
+                }
+                login::endpoints::Answer::LoggedOut => crate::error::logged_out(),
+            },
+        );
     }
     let scheme = if peer.tls { "https" } else { "http" };
     let decision = decide(snapshot, &mut head, scheme, &mut trace.decision).await?;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use authgate::demo::issuer::{OidcClient, TokenFault};
+use authgate::demo::issuer::{LogoutTokenTweak, OidcClient, TokenFault};
 use common::*;
 use http::Request;
 use http_body_util::Full;
@@ -96,12 +96,16 @@ async fn setup(extra_login: &str) -> Setup {
         client_secret: Some(SECRET.into()),
         redirect_uris: vec![format!("{origin}/.authgate/callback")],
         post_logout_redirect_uris: vec![format!("{origin}/")],
-        backchannel_logout_uri: None,
+        backchannel_logout_uri: Some(format!("{origin}/.authgate/backchannel-logout")),
     });
     idp.set_auto_login(Some("alice"));
     let gw = start(&format!(
         r#"[[listener]]
 address = "127.0.0.1:{port}"
+
+[[auth.identity.claim]]
+claim = "/sid"
+header = "x-auth-sid"
 
 [session]
 keys = "{KEYS}"
@@ -444,4 +448,93 @@ fn login_config_errors_are_located() {
             "every error located:\n{errors}"
         );
     }
+}
+
+async fn post_logout_token(s: &Setup, token: &str) -> Reply {
+    let req = Request::post(format!("{}/.authgate/backchannel-logout", s.origin))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::from(format!(
+            "logout_token={}",
+            authgate::auth::credential::encode_query_value(token)
+        )))
+        .unwrap();
+    send(&h1_client(), req).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idps_back_channel_logout_ends_sessions_by_sid_and_by_subject() {
+    let s = setup("").await;
+    let mut browser = Browser::default();
+    assert_eq!(login(&mut browser, &s, "/app/").await.status, 302);
+    let page = browser
+        .get(&format!("{}/app/", s.origin), "application/json")
+        .await;
+    assert_eq!(page.status, 200);
+    let sid = page.upstream_header("x-auth-sid").pop().unwrap();
+
+    // By sid: the IdP posts a logout token to the gateway's back-channel endpoint.
+    assert_eq!(
+        s.idp.backchannel_logout(CLIENT, Some(&sid), None).await,
+        Ok(200)
+    );
+    let after = browser
+        .get(&format!("{}/app/", s.origin), "application/json")
+        .await;
+    assert_eq!(after.status, 401);
+    assert_eq!(after.reason(), "revoked_sid");
+
+    // By subject: every session of the user begun before the logout.
+    let mut second = Browser::default();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(login(&mut second, &s, "/app/").await.status, 302);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        s.idp.backchannel_logout(CLIENT, None, Some("alice")).await,
+        Ok(200)
+    );
+    let after = second
+        .get(&format!("{}/app/", s.origin), "application/json")
+        .await;
+    assert_eq!(after.status, 401);
+    assert_eq!(after.reason(), "revoked_session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_and_replayed_logout_tokens_are_refused() {
+    let s = setup("").await;
+    for (tweak, reason) in [
+        (LogoutTokenTweak::WithNonce, "logout_token_nonce"),
+        (LogoutTokenTweak::NoEvents, "logout_token_events"),
+        (LogoutTokenTweak::WrongTyp, "logout_token_type"),
+        (LogoutTokenTweak::WrongAudience, "logout_token_audience"),
+        (LogoutTokenTweak::Expired, "logout_token_expired"),
+        (LogoutTokenTweak::WrongIssuer, "logout_token_unknown_client"),
+        (LogoutTokenTweak::BadSignature, "logout_token_invalid"),
+    ] {
+        let token = s.idp.logout_token(CLIENT, Some("sid-1"), None, tweak);
+        let reply = post_logout_token(&s, &token).await;
+        assert_eq!(reply.status, 400, "{tweak:?}");
+        assert_eq!(reply.reason(), reason, "{tweak:?}");
+    }
+    let token = s
+        .idp
+        .logout_token(CLIENT, Some("sid-2"), None, LogoutTokenTweak::None);
+    assert_eq!(post_logout_token(&s, &token).await.status, 200);
+    let replay = post_logout_token(&s, &token).await;
+    assert_eq!(replay.status, 400);
+    assert_eq!(replay.reason(), "logout_token_replayed");
+    let no_token = send(
+        &h1_client(),
+        Request::post(format!("{}/.authgate/backchannel-logout", s.origin))
+            .body(Full::from("other=1"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(no_token.reason(), "logout_token_missing");
+    let get = send(
+        &h1_client(),
+        get(&format!("{}/.authgate/backchannel-logout", s.origin)),
+    )
+    .await;
+    assert_eq!(get.status, 405);
 }

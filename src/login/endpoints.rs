@@ -33,6 +33,8 @@ pub struct Logins {
     /// Digests of the `state` values already used at the callback: a callback URL replayed
     /// within the login-state cookie's lifetime is refused.
     used_states: moka::sync::Cache<String, ()>,
+    /// `iss` + `jti` of the logout tokens already acted on: a replayed one is refused.
+    pub(crate) seen_logout_tokens: moka::sync::Cache<String, ()>,
 }
 
 impl Logins {
@@ -63,10 +65,20 @@ impl Logins {
             },
             |p| p.used_states.clone(),
         );
+        let seen_logout_tokens = previous.map_or_else(
+            || {
+                moka::sync::Cache::builder()
+                    .max_capacity(1_000_000)
+                    .time_to_live(std::time::Duration::from_secs(1800))
+                    .build()
+            },
+            |p| p.seen_logout_tokens.clone(),
+        );
         Ok(Logins {
             clients,
             sessions,
             used_states,
+            seen_logout_tokens,
         })
     }
 
@@ -80,6 +92,7 @@ impl Logins {
 pub enum Endpoint {
     Callback,
     Logout,
+    BackchannelLogout,
     Unknown,
 }
 
@@ -89,6 +102,7 @@ impl Endpoint {
         Some(match rest {
             "callback" => Endpoint::Callback,
             "logout" => Endpoint::Logout,
+            "backchannel-logout" => Endpoint::BackchannelLogout,
             _ => Endpoint::Unknown,
         })
     }
@@ -99,6 +113,16 @@ pub struct Redirect {
     pub location: String,
     pub set_cookies: Vec<HeaderValue>,
 }
+
+/// A login endpoint's success.
+pub enum Answer {
+    Redirect(Redirect),
+    /// The back-channel logout was carried out (`200`, RFC-wise an empty body).
+    LoggedOut,
+}
+
+/// Logout tokens are a few hundred bytes; the form is bounded well above that.
+const MAX_BACKCHANNEL_BODY: usize = 16 * 1024;
 
 fn failure(reason: &'static str, set_cookies: Vec<HeaderValue>) -> GatewayError {
     GatewayError::LoginFailed(Box::new(LoginFailure {
@@ -170,16 +194,61 @@ pub async fn serve(
     snapshot: &Snapshot,
     endpoint: Endpoint,
     head: &Parts,
-) -> Result<Redirect, GatewayError> {
+    body: hyper::body::Incoming,
+) -> Result<Answer, GatewayError> {
     let logins = &snapshot.logins;
     let Some(sessions) = logins.sessions.as_ref().filter(|_| !logins.is_empty()) else {
         return Err(GatewayError::NoRoute);
     };
     match endpoint {
-        Endpoint::Callback => callback(snapshot, sessions, head).await,
-        Endpoint::Logout => logout(snapshot, sessions, head).await,
+        Endpoint::Callback => callback(snapshot, sessions, head)
+            .await
+            .map(Answer::Redirect),
+        Endpoint::Logout => logout(snapshot, sessions, head).await.map(Answer::Redirect),
+        Endpoint::BackchannelLogout => backchannel_logout(snapshot, head, body).await,
         Endpoint::Unknown => Err(GatewayError::NoRoute),
     }
+}
+
+/// `POST /.authgate/backchannel-logout` from the IdP, server to server: no cookies, no CSRF
+/// check (the signed logout token is the authentication).
+async fn backchannel_logout(
+    snapshot: &Snapshot,
+    head: &Parts,
+    body: hyper::body::Incoming,
+) -> Result<Answer, GatewayError> {
+    if head.method != http::Method::POST {
+        return Err(GatewayError::MethodNotAllowed {
+            allow: vec![http::Method::POST],
+        });
+    }
+    let bad = |reason: &'static str| GatewayError::BadRequest { reason };
+    let form = crate::auth::idp_http::read_limited(
+        body,
+        MAX_BACKCHANNEL_BODY,
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .map_err(|_| bad("logout_request_malformed"))?;
+    let form = std::str::from_utf8(&form).map_err(|_| bad("logout_request_malformed"))?;
+    let token = query_param(form, "logout_token")
+        .map_err(|()| bad("logout_request_malformed"))?
+        .ok_or_else(|| bad("logout_token_missing"))?;
+    let now = now_unix();
+    let order = crate::login::revoke::check_logout_token(snapshot, &token, now)
+        .await
+        .map_err(|e| {
+            tracing::warn!(reason = e.reason(), "back-channel logout token refused");
+            if e == crate::login::revoke::LogoutTokenError::KeysUnavailable {
+                GatewayError::KeysUnavailable
+            } else {
+                bad(e.reason())
+            }
+        })?;
+    crate::login::revoke::backchannel(snapshot, &order, now)
+        .await
+        .map_err(|_| GatewayError::RevocationsUnavailable)?;
+    Ok(Answer::LoggedOut)
 }
 
 async fn callback(
