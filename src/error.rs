@@ -72,6 +72,11 @@ pub enum GatewayError {
         reason: &'static str,
         set_cookies: Vec<HeaderValue>,
     },
+    /// The session could not be checked now (its store, or its refresh at the IdP, is out of
+    /// reach): retry, and keep the cookie.
+    SessionUnavailable {
+        reason: &'static str,
+    },
     /// A cookie-authenticated state-changing request from another (or no) origin.
     CsrfOrigin,
     /// A forward-auth request from a peer outside `server.trusted_proxies`: the headers that
@@ -94,10 +99,18 @@ impl LoginFailure {
             "idp_discovery_failed"
             | "token_endpoint_unreachable"
             | "token_endpoint_refused"
+            | "token_endpoint_failed"
             | "token_response_invalid" => StatusCode::BAD_GATEWAY,
-            "keys_unavailable" | "session_store_unavailable" | "random_unavailable" => {
+            "keys_unavailable" | "session_store_unavailable" | "randomness_unavailable" => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            // The gateway's own faults (a cookie it cannot write), not the browser's.
+            "session_seal_failed"
+            | "login_state_too_large"
+            | "login_state_cookie_name"
+            | "session_cookie_too_large"
+            | "cookie_value_invalid" => StatusCode::INTERNAL_SERVER_ERROR,
+            reason if reason.starts_with("revoked_") => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -115,6 +128,28 @@ pub fn login_redirect(location: &str, set_cookies: Vec<HeaderValue>) -> Response
     for cookie in set_cookies {
         headers.append(header::SET_COOKIE, cookie);
     }
+    response
+}
+
+/// `GET /.authgate/logout`: the page whose button posts the logout (same origin, so the CSRF
+/// rule of the POST holds).
+pub fn confirm_logout() -> Response<Body> {
+    let page = "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign out</title></head>\
+                <body><form method=\"post\" action=\"/.authgate/logout\">\
+                <button type=\"submit\" id=\"sign-out\">Sign out</button></form></body></html>\n";
+    let mut response = Response::new(full(Bytes::from_static(page.as_bytes())));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Not framed by another site, which could trick the button.
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
     response
 }
 
@@ -199,6 +234,7 @@ impl GatewayError {
             GatewayError::LoginRedirect { .. } => StatusCode::FOUND,
             GatewayError::LoginFailed(failure) => failure.status(),
             GatewayError::SessionRefused { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::SessionUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::CsrfOrigin => StatusCode::FORBIDDEN,
             GatewayError::ForwardAuthUntrustedPeer => StatusCode::FORBIDDEN,
         }
@@ -225,6 +261,7 @@ impl GatewayError {
             GatewayError::LoginRedirect { .. } => "login_required",
             GatewayError::LoginFailed(failure) => failure.reason,
             GatewayError::SessionRefused { reason, .. } => reason,
+            GatewayError::SessionUnavailable { reason } => reason,
             GatewayError::CsrfOrigin => "csrf_origin",
             GatewayError::ForwardAuthUntrustedPeer => "forward_auth_untrusted_peer",
         }
@@ -257,6 +294,7 @@ impl GatewayError {
                 | GatewayError::LoginRedirect { .. }
                 | GatewayError::LoginFailed(_)
                 | GatewayError::SessionRefused { .. }
+                | GatewayError::SessionUnavailable { .. }
                 | GatewayError::CsrfOrigin
         )
     }
@@ -300,6 +338,7 @@ impl GatewayError {
             GatewayError::LoginRedirect { .. }
             | GatewayError::LoginFailed(_)
             | GatewayError::SessionRefused { .. } => grpc_code::UNAUTHENTICATED,
+            GatewayError::SessionUnavailable { .. } => grpc_code::UNAVAILABLE,
             GatewayError::CsrfOrigin | GatewayError::ForwardAuthUntrustedPeer => {
                 grpc_code::PERMISSION_DENIED
             }
@@ -397,7 +436,9 @@ impl GatewayError {
         }
         if matches!(
             self,
-            GatewayError::KeysUnavailable | GatewayError::RevocationsUnavailable
+            GatewayError::KeysUnavailable
+                | GatewayError::RevocationsUnavailable
+                | GatewayError::SessionUnavailable { .. }
         ) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }

@@ -30,6 +30,9 @@ use crate::state::{SharedState, Snapshot};
 struct Trace {
     decision: decision::Trace,
     upstream: Option<Duration>,
+    /// `Set-Cookie` values the decision owes the browser (a refreshed session), whatever the
+    /// upstream answers: the old refresh token may already be spent.
+    set_cookies: Vec<HeaderValue>,
 }
 
 impl RequestHandler for Arc<SharedState> {
@@ -164,6 +167,11 @@ async fn respond(
     response
         .headers_mut()
         .insert(request_id::NAME, request_id.clone());
+    for cookie in std::mem::take(&mut trace.set_cookies) {
+        response
+            .headers_mut()
+            .append(http::header::SET_COOKIE, cookie);
+    }
     let route = route_metrics.name();
     let provider = trace
         .decision
@@ -255,11 +263,13 @@ async fn pipeline(
                     crate::error::login_redirect(&redirect.location, redirect.set_cookies)
                 }
                 login::endpoints::Answer::LoggedOut => crate::error::logged_out(),
+                login::endpoints::Answer::ConfirmLogout => crate::error::confirm_logout(),
             },
         );
     }
     let scheme = if peer.tls { "https" } else { "http" };
-    let decision = decide(snapshot, &mut head, scheme, &mut trace.decision).await?;
+    let mut decision = decide(snapshot, &mut head, scheme, &mut trace.decision).await?;
+    trace.set_cookies = std::mem::take(&mut decision.set_cookies);
     // The one id the logs carry goes upstream, whatever the client sent in any spelling.
     headers::remove_where(&mut head.headers, |name| {
         headers::is_one_of(name, &[request_id::HEADER])

@@ -47,8 +47,12 @@ async fn demo() -> Demo {
         .replace("{{admin}}", "127.0.0.1:0")
         .replace("{{echo_upstream}}", &format!("http://{up}"))
         .replace("{{issuer}}", &idp.issuer())
-        .replace("{{jwks_uri}}", &idp.jwks_uri())
-        .replace("{{denylist}}", &denylist.display().to_string());
+        .replace("{{denylist}}", &denylist.display().to_string())
+        .replace(
+            "{{session_keys}}",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )
+        .replace("{{client_secret}}", "explain-secret");
     let config = dir.join("authgate.toml");
     std::fs::write(&config, &text).unwrap();
     let gateway = Gateway::start(&authgate::config::load(&config).unwrap())

@@ -61,6 +61,19 @@ impl Browser {
         reply
     }
 
+    async fn post(&mut self, url: &str, origin: Option<&str>) -> Reply {
+        let mut req = Request::post(url).header("accept", "text/html");
+        if let Some(origin) = origin {
+            req = req.header("origin", origin);
+        }
+        if !self.jar.is_empty() {
+            req = req.header("cookie", self.cookie_header());
+        }
+        let reply = send(&h1_client(), req.body(Full::default()).unwrap()).await;
+        self.absorb(&reply);
+        reply
+    }
+
     async fn navigate(&mut self, url: &str) -> Reply {
         self.get(url, "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8")
             .await
@@ -211,8 +224,24 @@ async fn a_browser_logs_in_reaches_the_page_with_its_identity_and_logs_out() {
 
     // A copy of the cookie, taken before logout.
     let stolen = browser.clone();
-    let out = browser
+    let confirm = browser
         .navigate(&format!("{}/.authgate/logout", s.origin))
+        .await;
+    assert_eq!(
+        confirm.status, 200,
+        "GET asks; only a same-origin POST logs out"
+    );
+    assert!(String::from_utf8_lossy(&confirm.body).contains("method=\"post\""));
+    let cross_site = browser
+        .post(
+            &format!("{}/.authgate/logout", s.origin),
+            Some("https://evil.example"),
+        )
+        .await;
+    assert_eq!(cross_site.status, 403);
+    assert_eq!(cross_site.reason(), "csrf_origin");
+    let out = browser
+        .post(&format!("{}/.authgate/logout", s.origin), Some(&s.origin))
         .await;
     assert_eq!(out.status, 302);
     let end_session = location(&out);
@@ -228,13 +257,21 @@ async fn a_browser_logs_in_reaches_the_page_with_its_identity_and_logs_out() {
         .get(&format!("{}/app/page", s.origin), "application/json")
         .await;
     assert_eq!(replay.status, 401, "a copied cookie dies with the logout");
-    assert_eq!(replay.reason(), "revoked_sid");
+    assert_eq!(replay.reason(), "revoked_token");
     let again = stolen.navigate(&format!("{}/app/page", s.origin)).await;
     assert_eq!(
         again.status, 302,
         "a browser with a revoked session logs in again"
     );
     assert!(location(&again).starts_with(&s.idp.issuer()));
+
+    // The IdP session lived on (the browser never went to end_session): logging in again
+    // through it gives a new session that works, not a loop.
+    let back = login(&mut browser, &s, "/app/again").await;
+    assert_eq!(back.status, 302);
+    assert_eq!(location(&back), "/app/again");
+    let page = browser.navigate(&format!("{}/app/again", s.origin)).await;
+    assert_eq!(page.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,7 +327,8 @@ async fn idp_refusals_and_bad_id_tokens_end_the_login_with_a_page() {
         (TokenFault::UnsignedIdToken, 400, "id_token_algorithm"),
         (TokenFault::BadSignature, 400, "id_token_bad_signature"),
         (TokenFault::NoIdToken, 502, "token_response_invalid"),
-        (TokenFault::Status(500), 502, "token_endpoint_refused"),
+        (TokenFault::Status(500), 502, "token_endpoint_failed"),
+        (TokenFault::Status(400), 502, "token_endpoint_refused"),
         (TokenFault::Garbage, 502, "token_response_invalid"),
         (TokenFault::HugeBody, 502, "token_response_invalid"),
         (TokenFault::Hang, 502, "token_endpoint_unreachable"),
@@ -314,9 +352,27 @@ async fn idp_refusals_and_bad_id_tokens_end_the_login_with_a_page() {
         .find_map(|p| p.strip_prefix("state="))
         .unwrap()
         .to_string();
-    let denied = browser
+    // RFC 9207: this IdP promises `iss`, so an answer without it (or naming another IdP) is a
+    // possible mix-up and refused, errors included.
+    let without_iss = browser
         .navigate(&format!(
             "{}/.authgate/callback?error=access_denied&state={state}",
+            s.origin
+        ))
+        .await;
+    assert_eq!(without_iss.status, 400);
+    assert!(String::from_utf8_lossy(&without_iss.body).contains("login_issuer_mismatch"));
+    // The attempt is spent either way; the user tries again and says no.
+    let start = browser.navigate(&format!("{}/app/", s.origin)).await;
+    let state = location(&start)
+        .split('&')
+        .find_map(|p| p.strip_prefix("state="))
+        .unwrap()
+        .to_string();
+    let iss = authgate::auth::credential::encode_query_value(&s.idp.issuer());
+    let denied = browser
+        .navigate(&format!(
+            "{}/.authgate/callback?error=access_denied&state={state}&iss={iss}",
             s.origin
         ))
         .await;
@@ -393,8 +449,20 @@ async fn concurrent_requests_refresh_a_session_once() {
         "every answer carries the refreshed session"
     );
 
-    // A refresh the IdP refuses ends the session (the refreshed access token is due again).
+    // The IdP failing (5xx) is not a verdict on the session: it is served while its access
+    // token lasts, and the refresh is tried again on the next request.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.idp
+        .set_token_endpoint_fault(Some(TokenFault::Status(503)));
+    let grants = s.idp.refresh_grants();
+    let mut kept = browser.clone();
+    let reply = kept
+        .get(&format!("{}/app/x", s.origin), "application/json")
+        .await;
+    assert_eq!(reply.status, 200, "served on the still-valid access token");
+    assert!(!kept.session_cookies().is_empty(), "the cookie is kept");
+    assert_eq!(s.idp.refresh_grants(), grants + 1);
+    // A refresh the IdP refuses ends the session.
     s.idp
         .set_token_endpoint_fault(Some(TokenFault::Status(400)));
     let mut stale = browser.clone();
@@ -429,6 +497,7 @@ fn login_config_errors_are_located() {
         (base(&format!("{session}{login}\n[[route]]\nname = \"r\"\npath_prefix = \"/r\"\nupstream = \"http://127.0.0.1:1\"\nlogin = \"missing\"\n")), "no [[login]] is named"),
         (base(&format!("{session}{login}\n[[route]]\nname = \"r\"\npath_prefix = \"/r\"\nupstream = \"http://127.0.0.1:1\"\nlogin = \"l\"\nproviders = [\"fixed\"]\n")), "leave out"),
         (base(&format!("{session}{login}\n[[route]]\nname = \"r\"\npath_prefix = \"/r\"\nupstream = \"http://127.0.0.1:1\"\nforward_access_token = true\n")), "forward_access_token needs login"),
+        (base(&format!("[forward_auth]\naddress = \"127.0.0.1:0\"\n\n{session}{login}\n[[route]]\nname = \"r\"\npath_prefix = \"/r\"\nupstream = \"http://127.0.0.1:1\"\nlogin = \"l\"\n")), "not through [forward_auth]"),
     ];
     for (text, expected) in cases {
         let path = std::path::Path::new("authgate.toml");

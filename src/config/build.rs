@@ -460,6 +460,12 @@ pub(super) fn build(
             if route.session_cookie.is_some() {
                 errors.push(at.error_at(offset, format!("route {name:?}: with login the session is the gateway's own cookie ([session] cookie_name); remove session_cookie")));
             }
+            if parsed.forward_auth.is_some() {
+                // A forward-auth answer cannot set the session's cookies, serve the callback or
+                // keep the gateway's cookies from the upstream: the calling proxy forwards the
+                // browser's request as it came.
+                errors.push(at.error_at(offset, format!("route {name:?}: login works on the gateway's own listeners only, not through [forward_auth]; serve this route through authgate or remove [forward_auth]")));
+            }
         }
         auth.forward_access_token = route.forward_access_token;
         if route.forward_access_token && route.login.is_none() {

@@ -420,11 +420,10 @@ async fn login_session(
     };
     let refused = |problem: SessionProblem| async move {
         if problem == SessionProblem::StoreUnavailable {
-            return GatewayError::LoginFailed(Box::new(crate::error::LoginFailure {
+            // The session may be fine: nothing is cleared, and the client may retry.
+            return GatewayError::SessionUnavailable {
                 reason: problem.reason(),
-                detail: None,
-                set_cookies: Vec::new(),
-            }));
+            };
         }
         tracing::info!(reason = problem.reason(), "session refused");
         let clear = sessions.clear(&head.headers);
@@ -450,19 +449,35 @@ async fn login_session(
             .await
         {
             Ok(refreshed) => {
-                set_cookies = match sessions.save(&refreshed, &head.headers).await {
+                set_cookies = match sessions.save(&refreshed, &head.headers, true).await {
                     Ok(cookies) => cookies,
                     Err(problem) => return Err(refused(problem).await),
                 };
                 refreshed
             }
+            // The IdP or the way to it failed, not the session: it lives on while its access
+            // token does, and the next request tries again. One IdP outage must not log every
+            // user out at once.
+            Err(SessionProblem::RefreshFailed(error)) if error.is_transient() => {
+                tracing::warn!(login = %client.settings.name, reason = error.reason(), "session refresh failed for now; retried on the next request");
+                if session.access_expired(now) {
+                    return Err(GatewayError::SessionUnavailable {
+                        reason: "session_refresh_unavailable",
+                    });
+                }
+                Arc::new(session)
+            }
             Err(problem) => {
                 if let SessionProblem::RefreshFailed(error) = &problem {
-                    tracing::info!(login = %client.settings.name, reason = error.reason(), "session refresh failed; the session ends");
+                    tracing::info!(login = %client.settings.name, reason = error.reason(), "session refresh refused; the session ends");
                 }
                 return Err(refused(problem).await);
             }
         }
+    } else if session.access_expired(now) {
+        // No refresh token: the session ends with its access token (a new login, usually
+        // silent at the IdP).
+        return Err(refused(SessionProblem::AccessExpired).await);
     } else {
         Arc::new(session)
     };

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::demo::issuer::{JwksServer, SigningKey};
+use crate::demo::issuer::{JwksServer, OidcClient, SigningKey};
 use crate::demo::spawn_echo;
 use jsonwebtoken::Algorithm;
 
@@ -15,12 +15,12 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), String> {
     let echo = spawn_echo()
         .await
         .map_err(|e| format!("cannot start the echo upstream: {e}"))?;
-    let key = SigningKey::generate(Algorithm::ES256, Some("demo-1"))?;
-    let idp = JwksServer::start(vec![key
-        .public_jwk(true)
-        .ok_or("the demo key has no public half")?])
-    .await
-    .map_err(|e| format!("cannot start the demo issuer: {e}"))?;
+    // One key signs both the demo's Bearer tokens and the OpenID Provider's tokens; the provider
+    // publishes it in its JWKS.
+    let idp = JwksServer::start(Vec::new())
+        .await
+        .map_err(|e| format!("cannot start the demo issuer: {e}"))?;
+    idp.set_signing_key(SigningKey::generate(Algorithm::ES256, Some("demo-1"))?);
     let dir = std::env::temp_dir().join(format!("authgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let denylist = dir.join("denylist.toml");
@@ -30,29 +30,41 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), String> {
         format!("# Written by authgate demo.\n[[token]]\nissuer = \"{issuer}\"\njti = \"demo-revoked\"\nreason = \"demo\"\n"),
     )
     .map_err(|e| format!("cannot write {}: {e}", denylist.display()))?;
+    let session_keys = crate::login::sealed::SessionKeys::generate_one()
+        .map_err(|e| format!("cannot make a session key: {}", e.reason()))?;
+    let client_secret = crate::login::pkce::random_token(24)
+        .map_err(|e| format!("cannot make a client secret: {}", e.reason()))?;
+    let base = format!("http://{listen}");
+    idp.register_client(OidcClient {
+        client_id: "authgate-demo".into(),
+        client_secret: Some(client_secret.clone()),
+        redirect_uris: vec![format!("{base}/.authgate/callback")],
+        post_logout_redirect_uris: vec![format!("{base}/")],
+        backchannel_logout_uri: Some(format!("{base}/.authgate/backchannel-logout")),
+    });
     let text = DEMO_CONFIG
+        .replace("{{session_keys}}", &session_keys)
+        .replace("{{client_secret}}", &client_secret)
         .replace("{{listen}}", &listen.to_string())
         .replace("{{admin}}", &admin.to_string())
         .replace("{{echo_upstream}}", &format!("http://{echo}"))
         .replace("{{issuer}}", &issuer)
-        .replace("{{jwks_uri}}", &idp.jwks_uri())
         .replace("{{denylist}}", &denylist.display().to_string());
     let config =
         crate::config::load_str(Path::new("config/demo.toml"), &text).map_err(|e| e.to_string())?;
 
     let now = crate::auth::jwt::now_unix();
     let token = |sub: &str, jti: &str, scope: &str, exp: i64| {
-        key.token(&serde_json::json!({
+        idp.sign_claims(&serde_json::json!({
             "iss": issuer, "aud": "demo-api", "sub": sub, "jti": jti, "scope": scope,
             "email": format!("{sub}@example.com"), "iat": now - 60, "exp": exp,
         }))
+        .unwrap_or_default()
     };
     let valid = token("alice", "demo-valid", "profile orders:read", now + 3600);
     let expired = token("alice", "demo-expired", "profile orders:read", now - 3600);
     let revoked = token("mallory", "demo-revoked", "profile orders:read", now + 3600);
     let unscoped = token("bob", "demo-unscoped", "profile", now + 3600);
-    let base = format!("http://{listen}");
-    idp.set_login("authgate_session", &valid, &base);
     let jwks_uri = idp.jwks_uri();
     let denylist_shown = denylist.display().to_string();
     let announce = move |gateway: &crate::app::Gateway| {
@@ -77,11 +89,12 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), String> {
            curl -si -X DELETE {base}/readonly/x                              # 405 with Allow\n  \
            curl -si --path-as-is {base}/public/../echo                       # normalised to /echo before routing: 401\n  \
            curl -s --http2-prior-knowledge -H \"Authorization: Bearer $VALID\" {base}/echo/h2c\n\n\
-         Browser route (session cookie, login redirect, CSRF origin check):\n  \
-           open {base}/app/ in a browser: it goes to the demo login, gets a cookie, comes back\n  \
-           curl -s -L -c /tmp/authgate-jar -b /tmp/authgate-jar -H 'Accept: text/html' {base}/app/   # same with a cookie jar\n  \
-           curl -si -b /tmp/authgate-jar -X POST -H 'Origin: https://evil.example' {base}/app/x     # 403 csrf_origin\n  \
-           curl -si -b /tmp/authgate-jar -X POST -H 'Origin: {base}' {base}/app/x                  # 200\n\n\
+         Browser login (the gateway is an OpenID Connect client of the demo IdP):\n  \
+           open {base}/app/ in a browser: the IdP's login form (any name), back to /app/ with a session;\n  \
+             the echo shows x-auth-subject and the access token the gateway forwards\n  \
+           open {base}/.authgate/logout: sign out here and at the IdP\n  \
+           curl -s -X POST '{issuer}/demo/backchannel?sub=<name>'   # the IdP ends that user's sessions (back-channel logout)\n  \
+           curl -si -H 'Accept: application/json' {base}/app/          # an API client gets 401, never a redirect\n\n\
          Operations (admin listener, never on the public one):\n  \
            ADMIN={admin}\n  \
            curl -s {admin}/healthz   # 200 while the process runs\n  \

@@ -117,9 +117,15 @@ pub struct Redirect {
 /// A login endpoint's success.
 pub enum Answer {
     Redirect(Redirect),
+    /// `GET /.authgate/logout`: a page whose button posts the logout, so another site cannot
+    /// log the user out (and out of the IdP) with a link.
+    ConfirmLogout,
     /// The back-channel logout was carried out (`200`, RFC-wise an empty body).
     LoggedOut,
 }
+
+/// The longest return target remembered through a login; a longer one returns to `/`.
+const MAX_RETURN_TO: usize = 512;
 
 /// Logout tokens are a few hundred bytes; the form is bounded well above that.
 const MAX_BACKCHANNEL_BODY: usize = 16 * 1024;
@@ -172,6 +178,29 @@ pub async fn start(
         return_to.push('?');
         return_to.push_str(query);
     }
+    let public = &client.settings.public_origin;
+    // The login-state cookie is set on the host the browser asked, and the callback is on
+    // `public_origin`: a browser elsewhere first goes to the same page there, or its login
+    // could never find its state.
+    let own_authority = public.split_once("://").map_or("", |(_, a)| a);
+    let asked = crate::proxy::host::RequestHost::of(head)
+        .ok()
+        .flatten()
+        .map(|h| h.authority);
+    if asked.as_deref() != Some(own_authority) {
+        let target = crate::login::redirect::return_target_or_root(&return_to, public, &[]);
+        return Ok(Redirect {
+            location: format!("{public}{target}"),
+            set_cookies: Vec::new(),
+        });
+    }
+    // Kept small: it rides in a cookie on every attempt, and a page too deep to come back to
+    // exactly is better reached from the start than not at all.
+    if return_to.len() > MAX_RETURN_TO
+        || crate::login::redirect::return_target(&return_to, public, &[]).is_err()
+    {
+        return_to = "/".to_string();
+    }
     let attempt = LoginState::new(&client.settings.name, &return_to, now_unix())
         .map_err(|e| failure(e.reason(), Vec::new()))?;
     let location = client
@@ -204,6 +233,7 @@ pub async fn serve(
         Endpoint::Callback => callback(snapshot, sessions, head)
             .await
             .map(Answer::Redirect),
+        Endpoint::Logout if head.method == http::Method::GET => Ok(Answer::ConfirmLogout),
         Endpoint::Logout => logout(snapshot, sessions, head).await.map(Answer::Redirect),
         Endpoint::BackchannelLogout => backchannel_logout(snapshot, head, body).await,
         Endpoint::Unknown => Err(GatewayError::NoRoute),
@@ -245,9 +275,17 @@ async fn backchannel_logout(
                 bad(e.reason())
             }
         })?;
-    crate::login::revoke::backchannel(snapshot, &order, now)
+    if crate::login::revoke::backchannel(snapshot, &order, now)
         .await
-        .map_err(|_| GatewayError::RevocationsUnavailable)?;
+        .is_err()
+    {
+        // Not carried out: the IdP's retry of this same token must be accepted.
+        snapshot
+            .logins
+            .seen_logout_tokens
+            .invalidate(&order.jti_key);
+        return Err(GatewayError::RevocationsUnavailable);
+    }
     Ok(Answer::LoggedOut)
 }
 
@@ -292,6 +330,20 @@ async fn callback(
         .iter()
         .find(|c| *c.settings.name == *attempt.login)
         .ok_or_else(|| failure("login_state_invalid", clear.clone()))?;
+    // RFC 9207: an `iss` that names another IdP is a mix-up attack; an IdP that promises `iss`
+    // must send it, on errors too.
+    let advertised = client
+        .endpoints()
+        .await
+        .map(|e| e.iss_parameter)
+        .unwrap_or(false);
+    match param("iss")? {
+        Some(iss) if iss != client.settings.issuer => {
+            return Err(failure("login_issuer_mismatch", clear));
+        }
+        None if advertised => return Err(failure("login_issuer_mismatch", clear)),
+        _ => {}
+    }
     if let Some(error) = param("error")? {
         // The IdP refused (the user denied consent, the session was not allowed): a page, not
         // another redirect to the IdP, which would loop.
@@ -310,12 +362,6 @@ async fn callback(
             detail: Some(code),
             set_cookies: clear,
         })));
-    }
-    // RFC 9207: an `iss` that names another IdP is a mix-up attack.
-    if let Some(iss) = param("iss")? {
-        if iss != client.settings.issuer {
-            return Err(failure("login_issuer_mismatch", clear));
-        }
     }
     let code = param("code")?.ok_or_else(|| failure("login_code_missing", clear.clone()))?;
     let tokens = client
@@ -349,8 +395,16 @@ async fn callback(
         now,
         sessions.settings.lifetime,
     );
+    // A login through an IdP session or user revoked meanwhile ends here with a page, never
+    // with a session the next request would refuse (and send back to the IdP, in a loop).
+    if let Some(revocation) = session
+        .identity(provider)
+        .and_then(|identity| snapshot.revocations.check(&identity, now))
+    {
+        return Err(failure(revocation.reason(), clear));
+    }
     let mut set_cookies = sessions
-        .save(&session, &head.headers)
+        .save(&session, &head.headers, false)
         .await
         .map_err(|e| failure(e.reason(), clear.clone()))?;
     set_cookies.extend(clear);
@@ -370,7 +424,7 @@ async fn logout(
     sessions: &Sessions,
     head: &Parts,
 ) -> Result<Redirect, GatewayError> {
-    if head.method != http::Method::GET && head.method != http::Method::POST {
+    if head.method != http::Method::POST {
         return Err(GatewayError::MethodNotAllowed {
             allow: vec![http::Method::GET, http::Method::POST],
         });
@@ -384,6 +438,14 @@ async fn logout(
             .iter()
             .find(|c| *c.settings.name == *s.login)
     });
+    // Only a page of the gateway's own origin may post the logout.
+    if let Some(client) = client {
+        let origin = crate::auth::credential::request_origin(&head.headers);
+        let own = crate::auth::credential::parse_origin(&client.settings.public_origin);
+        if origin.is_none() || origin != own {
+            return Err(GatewayError::CsrfOrigin);
+        }
+    }
     if let (Some(session), Some(client)) = (&session, client) {
         let provider = &snapshot.verifier.providers()[client.settings.provider];
         if let Some(identity) = session.identity(provider) {

@@ -38,7 +38,9 @@ use crate::auth::credential::{cookie_pairs, percent_decode, remove_cookies_where
 /// How long a login may take from redirect to callback; also the cookie's `Max-Age`.
 pub const LOGIN_STATE_TTL: Duration = Duration::from_secs(600);
 /// Login-state cookies a browser may hold at once; see the module doc.
-pub const MAX_CONCURRENT_LOGINS: usize = 10;
+/// Each is under 1 KB (the return target is capped at 512 bytes), so together they stay far
+/// below the 8 KB header limits of common proxies.
+pub const MAX_CONCURRENT_LOGINS: usize = 4;
 /// A login state dated this far ahead of the clock is refused: replicas' clocks differ a little,
 /// a forged date a lot.
 const MAX_CLOCK_SKEW_SECS: i64 = 60;

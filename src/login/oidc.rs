@@ -39,6 +39,8 @@ pub enum LoginError {
     TokenEndpointUnreachable,
     /// The token endpoint answered with an OAuth error (its `error` code, sanitised).
     TokenEndpointRefused(String),
+    /// The token endpoint answered with a server error (5xx): worth retrying.
+    TokenEndpointFailed(u16),
     /// The token endpoint's answer is not a usable token response.
     TokenResponseInvalid,
     /// The ID token failed a check; the rule's reason.
@@ -53,10 +55,23 @@ impl LoginError {
             LoginError::Discovery => "idp_discovery_failed",
             LoginError::TokenEndpointUnreachable => "token_endpoint_unreachable",
             LoginError::TokenEndpointRefused(_) => "token_endpoint_refused",
+            LoginError::TokenEndpointFailed(_) => "token_endpoint_failed",
             LoginError::TokenResponseInvalid => "token_response_invalid",
             LoginError::IdToken(reason) => reason,
             LoginError::KeysUnavailable => "keys_unavailable",
         }
+    }
+
+    /// A failure of the IdP or the way to it rather than a verdict about the session: a refresh
+    /// that fails this way is retried, and the session lives on while its access token does.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LoginError::Discovery
+                | LoginError::TokenEndpointUnreachable
+                | LoginError::TokenEndpointFailed(_)
+                | LoginError::KeysUnavailable
+        ) || matches!(self, LoginError::TokenEndpointRefused(code) if code == "temporarily_unavailable" || code == "server_error")
     }
 
     /// The IdP's own error code, for the log line (already restricted to a safe alphabet).
@@ -74,6 +89,9 @@ pub struct Endpoints {
     pub authorization: String,
     pub token: Uri,
     pub end_session: Option<String>,
+    /// RFC 9207: the IdP names itself in every authorization response, so a response without
+    /// `iss` is refused.
+    pub iss_parameter: bool,
 }
 
 struct Discovered {
@@ -199,6 +217,10 @@ impl OidcClient {
             authorization,
             token,
             end_session,
+            iss_parameter: document
+                .get("authorization_response_iss_parameter_supported")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         })
     }
 
@@ -312,6 +334,10 @@ impl OidcClient {
                     SendError::TooLarge => LoginError::TokenResponseInvalid,
                 })?;
         let document: Option<Map<String, Value>> = serde_json::from_slice(&body).ok();
+        if status.is_server_error() {
+            tracing::warn!(login = %s.name, status = status.as_u16(), "token endpoint failed");
+            return Err(LoginError::TokenEndpointFailed(status.as_u16()));
+        }
         if status != StatusCode::OK {
             let code = document
                 .as_ref()

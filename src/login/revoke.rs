@@ -43,21 +43,23 @@ pub async fn add(snapshot: &Snapshot, entry: Entry) -> Result<(), RevokeError> {
     }
 }
 
-/// The session `identity` ended (a logout): its `sid` is revoked until the session would have
-/// ended anyway.
+/// The session `identity` ended (a logout): the gateway's session id (its `jti`) is revoked
+/// until the session would have ended anyway. Not the IdP's `sid`: the IdP session may live on
+/// (an IdP without RP-initiated logout, a user who leaves the IdP's logout page), and revoking it
+/// would refuse every later login through it, and other applications' tokens that carry it.
 pub async fn session_ended(snapshot: &Snapshot, identity: &VerifiedToken, until: i64) {
-    let Some(sid) = identity.sid.clone() else {
+    let Some(id) = identity.jti.clone() else {
         return;
     };
     let entry = Entry {
-        target: Target::Session {
+        target: Target::Token {
             issuer: identity.issuer.to_string().into(),
-            sid,
+            jti: id.into(),
         },
         expires: Some(until),
     };
     match add(snapshot, entry).await {
-        Ok(()) => tracing::info!(target: "authgate::audit", op = "add", kind = "sid", operator = "authgate-login", "session revoked at logout"),
+        Ok(()) => tracing::info!(target: "authgate::audit", op = "add", kind = "token", operator = "authgate-login", "session revoked at logout"),
         Err(error) => tracing::warn!(?error, "a logged-out session could not be revoked; its cookie was cleared, but a copy of it stays valid until it expires"),
     }
 }
@@ -108,6 +110,8 @@ impl LogoutTokenError {
 
 /// A verified Logout Token: which sessions to end.
 pub struct LogoutOrder {
+    /// The replay-set key of its `jti`, forgotten again if the order cannot be carried out.
+    pub jti_key: String,
     pub issuer: String,
     pub sid: Option<String>,
     pub subject: Option<String>,
@@ -210,16 +214,18 @@ pub async fn check_logout_token(
         return Err(LogoutTokenError::NoSubject);
     }
     let jti = text("jti")?.ok_or(LogoutTokenError::NoJti)?;
+    let jti_key = format!("{unverified_issuer}\0{jti}");
     let fresh = snapshot
         .logins
         .seen_logout_tokens
-        .entry(format!("{}\0{jti}", unverified_issuer))
+        .entry(jti_key.clone())
         .or_insert(())
         .is_fresh();
     if !fresh {
         return Err(LogoutTokenError::Replayed);
     }
     Ok(LogoutOrder {
+        jti_key,
         issuer: provider.issuer.to_string(),
         sid,
         subject,

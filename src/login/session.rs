@@ -18,8 +18,8 @@ const VERSION: u8 = 1;
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Session {
     pub v: u8,
-    /// The gateway's id for this session (random): the Redis key, and the denylist's session id
-    /// when the IdP gives none.
+    /// The gateway's id for this session (random, 256 bits): the Redis key, and the `jti` a
+    /// logout revokes.
     pub id: String,
     /// The `[[login]]` client that made it.
     pub login: String,
@@ -116,17 +116,27 @@ impl Session {
             .map(str::to_string)
     }
 
-    /// Whether the access token is due for a refresh at `now`.
+    /// Whether the access token is due for a refresh at `now` (only a session with a refresh
+    /// token can have one).
     pub fn refresh_due(&self, now: i64, margin: std::time::Duration) -> bool {
         let margin = i64::try_from(margin.as_secs()).unwrap_or(i64::MAX);
-        self.access_expires_at
-            .is_some_and(|exp| now.saturating_add(margin) >= exp)
+        self.refresh_token.is_some()
+            && self
+                .access_expires_at
+                .is_some_and(|exp| now.saturating_add(margin) >= exp)
+    }
+
+    /// Whether the access token has expired at `now`.
+    pub fn access_expired(&self, now: i64) -> bool {
+        self.access_expires_at.is_some_and(|exp| now >= exp)
     }
 
     /// The session as the steps after verification see a token. Its claims are the ID token's,
     /// its lifetime the session's; `iat` is the login time, so "revoke this subject's tokens
-    /// issued before T" also ends the sessions begun before T. The `sid` is the IdP's, or the
-    /// gateway's own session id when the IdP gives none.
+    /// issued before T" also ends the sessions begun before T. Its `sid` is the IdP's session
+    /// (what a back-channel logout names); its `jti` is the gateway's own session id, what a
+    /// logout here revokes: a later login through the same IdP session gets a new id, so it is
+    /// never caught by the old session's revocation.
     pub fn identity(&self, provider: &Provider) -> Option<VerifiedToken> {
         let claims = id_token_claims(&self.id_token)?;
         let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_string);
@@ -134,12 +144,12 @@ impl Session {
             provider: provider.name.clone(),
             issuer: provider.issuer.clone(),
             subject: text("sub"),
-            jti: None,
+            jti: Some(self.id.clone()),
             kid: self.kid.clone(),
             issued_at: Some(self.created_at),
             expires_at: Some(self.expires_at),
             not_before: None,
-            sid: Some(text("sid").unwrap_or_else(|| self.id.clone()).into()),
+            sid: text("sid").map(Into::into),
             claims: Arc::new(claims),
         })
     }

@@ -31,6 +31,8 @@ pub enum SessionProblem {
     /// Redis no longer has.
     Invalid(&'static str),
     Expired,
+    /// The access token expired and there is no refresh token to renew it.
+    AccessExpired,
     RefreshFailed(LoginError),
     StoreUnavailable,
 }
@@ -40,6 +42,7 @@ impl SessionProblem {
         match self {
             SessionProblem::Invalid(reason) => reason,
             SessionProblem::Expired => "session_expired",
+            SessionProblem::AccessExpired => "session_access_expired",
             SessionProblem::RefreshFailed(_) => "session_refresh_failed",
             SessionProblem::StoreUnavailable => "session_store_unavailable",
         }
@@ -150,11 +153,13 @@ impl Sessions {
     }
 
     /// Stores `session` and returns the `Set-Cookie` values that give the browser its cookie;
-    /// `headers` are the request's, whose surplus chunks are expired.
+    /// `headers` are the request's, whose surplus chunks are expired. `replace`: the session
+    /// must still be in the store (a refresh racing a logout must not bring it back).
     pub async fn save(
         &self,
         session: &Session,
         headers: &HeaderMap,
+        replace: bool,
     ) -> Result<Vec<HeaderValue>, SessionProblem> {
         let name = self.cookie.name();
         let value = match &self.redis {
@@ -166,7 +171,8 @@ impl Sessions {
                     .seal(REDIS_PURPOSE, &session.to_json())
                     .map_err(|_| SessionProblem::StoreUnavailable)?;
                 let ttl = session.expires_at.saturating_sub(now_unix()).max(1);
-                self.redis_set(redis, &session.id, &sealed, ttl).await?;
+                self.redis_set(redis, &session.id, &sealed, ttl, replace)
+                    .await?;
                 serde_json::to_vec(&RedisRef {
                     v: 1,
                     id: session.id.clone(),
@@ -322,6 +328,7 @@ impl Sessions {
         id: &str,
         value: &str,
         ttl_seconds: i64,
+        replace: bool,
     ) -> Result<(), SessionProblem> {
         let mut command = redis::cmd("SET");
         command
@@ -329,7 +336,13 @@ impl Sessions {
             .arg(value)
             .arg("EX")
             .arg(ttl_seconds);
-        self.redis_io::<()>(redis, command).await
+        if replace {
+            command.arg("XX");
+        }
+        match self.redis_io::<Option<String>>(redis, command).await? {
+            Some(_) => Ok(()),
+            None => Err(SessionProblem::Invalid("session_unknown")),
+        }
     }
 
     async fn redis_delete(&self, redis: &RedisStore, id: &str) -> Result<(), SessionProblem> {
