@@ -917,3 +917,108 @@ fn check_refuses_bad_revocation_settings_with_their_location() {
     let errors = authgate::config::load(&path).err().unwrap().to_string();
     assert!(!errors.contains("hunter2"), "{errors}");
 }
+
+/// Browser sessions in Redis: a login through one instance is a session on every instance
+/// (the cookie holds only a sealed id), a logout through one ends it everywhere (the entry is
+/// deleted), and a Redis outage answers 503 without throwing the cookie away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_in_redis_are_fleet_wide_and_a_logout_ends_them_everywhere() {
+    use authgate::demo::issuer::OidcClient;
+    use common::jar::{location, Browser};
+    let _one = SERIAL.lock().await;
+    let Some(mut redis) = Redis::start("fleet-sessions").await else {
+        return;
+    };
+    let up = echo().await;
+    let idp = JwksServer::start(Vec::new()).await.unwrap();
+    idp.set_signing_key(SigningKey::generate(Algorithm::ES256, Some("idp-1")).unwrap());
+    idp.set_auto_login(Some("alice"));
+    let (port_a, port_b) = (free_port(), free_port());
+    let origin = |port: u16| format!("http://127.0.0.1:{port}");
+    idp.register_client(OidcClient {
+        client_id: "gw".into(),
+        client_secret: Some("gw-secret".into()),
+        redirect_uris: vec![format!("{}/.authgate/callback", origin(port_a))],
+        post_logout_redirect_uris: vec![format!("{}/", origin(port_a))],
+        backchannel_logout_uri: None,
+    });
+    let config = |port: u16| {
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:{port}\"\n\n[reload]\nwatch = false\n\n\
+             [revocation]\nredis_url = \"{url}\"\nkey_prefix = \"fleet-test:\"\n\n\
+             [session]\nkeys = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\nstore = \"redis\"\n\
+             cookie_name = \"authgate_s\"\nlogin_state_cookie_name = \"authgate_l\"\ncookie_secure = false\n\n\
+             [[provider]]\nname = \"idp\"\nissuer = \"{issuer}\"\ndiscovery = true\naudiences = [\"demo-api\"]\nalgorithms = [\"ES256\"]\n\n\
+             [[login]]\nname = \"idp\"\nprovider = \"idp\"\nclient_id = \"gw\"\nclient_secret = \"gw-secret\"\n\
+             public_origin = \"{public}\"\n\n\
+             [[route]]\nname = \"app\"\npath_prefix = \"/app\"\nupstream = \"http://{up}\"\nlogin = \"idp\"\n",
+            url = redis.url(),
+            issuer = idp.issuer(),
+            // One public origin for the fleet, as behind a load balancer.
+            public = origin(port_a),
+        )
+    };
+    let _a = start(&config(port_a)).await;
+    let _b = start(&config(port_b)).await;
+
+    let mut browser = Browser::default();
+    let done = browser
+        .log_in(&origin(port_a), &idp.issuer(), "/app/")
+        .await;
+    assert_eq!(done.status, 302, "{}", String::from_utf8_lossy(&done.body));
+    let cookie = browser.session_cookies();
+    assert_eq!(cookie.len(), 1, "one small cookie: the session is in Redis");
+    println!(
+        "Redis store: session cookie {} bytes ({}=...)",
+        cookie[0].1.len(),
+        cookie[0].0
+    );
+    assert!(cookie[0].1.len() < 200);
+    for port in [port_a, port_b] {
+        let page = browser
+            .get(&format!("{}/app/x", origin(port)), "application/json")
+            .await;
+        assert_eq!(page.status, 200, "instance on {port}");
+        assert_eq!(page.upstream_header("x-auth-subject"), vec!["alice"]);
+    }
+
+    // Redis down: the session cannot be checked, so 503, and the cookie stays.
+    redis.kill();
+    let mut during = browser.clone();
+    let reply = during
+        .get(&format!("{}/app/x", origin(port_b)), "application/json")
+        .await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.reason(), "session_store_unavailable");
+    assert!(reply.headers.contains_key("retry-after"));
+    assert_eq!(during.session_cookies(), cookie, "the cookie is kept");
+    redis.restart().await;
+    let back = eventually_async(DEADLINE, || {
+        let mut b = browser.clone();
+        let url = format!("{}/app/x", origin(port_b));
+        async move { b.get(&url, "application/json").await.status == 200 }
+    })
+    .await;
+    assert!(back, "the session is found again once Redis is back");
+
+    // Logout through A; B no longer finds the session.
+    let copy = browser.clone();
+    let out = browser
+        .post(
+            &format!("{}/.authgate/logout", origin(port_a)),
+            Some(&origin(port_a)),
+        )
+        .await;
+    assert_eq!(out.status, 302);
+    assert!(location(&out).starts_with(&format!("{}/end_session?", idp.issuer())));
+    let mut copy = copy;
+    let after = copy
+        .get(&format!("{}/app/x", origin(port_b)), "application/json")
+        .await;
+    assert_eq!(after.status, 401);
+    assert!(
+        ["session_unknown", "revoked_token"].contains(&after.reason().as_str()),
+        "{}",
+        after.reason()
+    );
+}

@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use authgate::demo::issuer::{LogoutTokenTweak, OidcClient, TokenFault};
+use common::jar::{location, Browser};
 use common::*;
 use http::Request;
 use http_body_util::Full;
@@ -20,77 +20,6 @@ const SECRET: &str = "gw-secret";
 /// Two keys: the second (an older one) still opens cookies it sealed.
 const KEYS: &str =
     "q6vVJ9f2Jc7m1cXQyV0m8Z8E3j1v6n4cD2b5a7e9f0g=, AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-/// A browser: cookies by name (one host: browsers share cookies across ports), redirects
-/// followed by hand so each step can be checked.
-#[derive(Default, Clone)]
-struct Browser {
-    jar: BTreeMap<String, String>,
-}
-
-impl Browser {
-    fn cookie_header(&self) -> String {
-        self.jar
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn absorb(&mut self, reply: &Reply) {
-        for value in reply.headers.get_all(http::header::SET_COOKIE) {
-            let text = value.to_str().unwrap();
-            let (pair, attributes) = text.split_once(';').unwrap_or((text, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            if attributes.to_ascii_lowercase().contains("max-age=0") {
-                self.jar.remove(name.trim());
-            } else {
-                self.jar
-                    .insert(name.trim().to_string(), value.trim().to_string());
-            }
-        }
-    }
-
-    async fn get(&mut self, url: &str, accept: &str) -> Reply {
-        let mut req = Request::get(url).header("accept", accept);
-        if !self.jar.is_empty() {
-            req = req.header("cookie", self.cookie_header());
-        }
-        let reply = send(&h1_client(), req.body(Full::default()).unwrap()).await;
-        self.absorb(&reply);
-        reply
-    }
-
-    async fn post(&mut self, url: &str, origin: Option<&str>) -> Reply {
-        let mut req = Request::post(url).header("accept", "text/html");
-        if let Some(origin) = origin {
-            req = req.header("origin", origin);
-        }
-        if !self.jar.is_empty() {
-            req = req.header("cookie", self.cookie_header());
-        }
-        let reply = send(&h1_client(), req.body(Full::default()).unwrap()).await;
-        self.absorb(&reply);
-        reply
-    }
-
-    async fn navigate(&mut self, url: &str) -> Reply {
-        self.get(url, "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8")
-            .await
-    }
-
-    fn session_cookies(&self) -> Vec<(String, String)> {
-        self.jar
-            .iter()
-            .filter(|(k, _)| k.starts_with("authgate_s"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-}
-
-fn location(reply: &Reply) -> String {
-    reply.headers["location"].to_str().unwrap().to_string()
-}
 
 struct Setup {
     idp: Arc<JwksServer>,
@@ -158,30 +87,8 @@ forward_access_token = true
     }
 }
 
-/// Walks a login from a navigation to `path` until the gateway's callback answer.
 async fn login(browser: &mut Browser, s: &Setup, path: &str) -> Reply {
-    let start = browser.navigate(&format!("{}{path}", s.origin)).await;
-    assert_eq!(
-        start.status,
-        302,
-        "{}",
-        String::from_utf8_lossy(&start.body)
-    );
-    let authorize = location(&start);
-    assert!(authorize.starts_with(&format!("{}/authorize?", s.idp.issuer())));
-    for param in [
-        "code_challenge_method=S256",
-        "response_type=code",
-        "nonce=",
-        "state=",
-    ] {
-        assert!(authorize.contains(param), "{param} in {authorize}");
-    }
-    let code = browser.navigate(&authorize).await;
-    assert_eq!(code.status, 302);
-    let callback = location(&code);
-    assert!(callback.starts_with(&format!("{}/.authgate/callback?", s.origin)));
-    browser.navigate(&callback).await
+    browser.log_in(&s.origin, &s.idp.issuer(), path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,7 +98,13 @@ async fn a_browser_logs_in_reaches_the_page_with_its_identity_and_logs_out() {
     let done = login(&mut browser, &s, "/app/page?x=1").await;
     assert_eq!(done.status, 302, "{}", String::from_utf8_lossy(&done.body));
     assert_eq!(location(&done), "/app/page?x=1", "back where it was going");
-    assert!(!browser.session_cookies().is_empty());
+    let cookies = browser.session_cookies();
+    assert!(!cookies.is_empty());
+    println!(
+        "cookie store: session {} bytes in {} cookie(s)",
+        cookies.iter().map(|(_, v)| v.len()).sum::<usize>(),
+        cookies.len()
+    );
     assert!(
         !browser.jar.keys().any(|k| k.starts_with("authgate_l")),
         "the login-state cookie is spent"

@@ -22,7 +22,7 @@ use crate::login::oidc::{LoginError, OidcClient};
 use crate::login::pkce::random_token;
 use crate::login::redirect::return_target_or_root;
 use crate::login::session::Session;
-use crate::login::sessions::Sessions;
+use crate::login::sessions::{SessionProblem, Sessions};
 use crate::state::Snapshot;
 
 /// The browser login machinery of one snapshot.
@@ -429,8 +429,18 @@ async fn logout(
             allow: vec![http::Method::GET, http::Method::POST],
         });
     }
-    // A cookie that cannot be opened is removed all the same.
-    let session = sessions.load(&head.headers).await.ok().flatten();
+    // A cookie that cannot be opened is removed all the same; but while the store is out of
+    // reach the logout could not end the session there, so it is refused (and can be retried)
+    // rather than pretended.
+    let session = match sessions.load(&head.headers).await {
+        Ok(session) => session,
+        Err(SessionProblem::StoreUnavailable) => {
+            return Err(GatewayError::SessionUnavailable {
+                reason: SessionProblem::StoreUnavailable.reason(),
+            })
+        }
+        Err(_) => None,
+    };
     let client = session.as_ref().and_then(|s| {
         snapshot
             .logins

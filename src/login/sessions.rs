@@ -299,17 +299,19 @@ impl Sessions {
         redis: &RedisStore,
         command: redis::Cmd,
     ) -> Result<T, SessionProblem> {
-        let mut connection = self.connection(redis).await?;
-        let outcome =
-            tokio::time::timeout(REDIS_TIMEOUT, command.query_async(&mut connection)).await;
-        match outcome {
-            Ok(Ok(value)) => Ok(value),
-            _ => {
-                // A broken connection is dropped so the next request reconnects.
-                *redis.connection.lock().await = None;
-                Err(SessionProblem::StoreUnavailable)
+        // A kept connection may have died with a Redis restart: one fresh attempt before the
+        // store counts as unavailable.
+        for _ in 0..2 {
+            let mut connection = self.connection(redis).await?;
+            let outcome =
+                tokio::time::timeout(REDIS_TIMEOUT, command.query_async(&mut connection)).await;
+            match outcome {
+                Ok(Ok(value)) => return Ok(value),
+                // Dropped so the next attempt reconnects.
+                _ => *redis.connection.lock().await = None,
             }
         }
+        Err(SessionProblem::StoreUnavailable)
     }
 
     async fn redis_get(

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 pub use authgate::app::Gateway;
 
 pub mod h2raw;
+pub mod jar;
 
 /// A fresh directory under the system temp dir, unique to this process and call.
 pub fn temp_dir(label: &str) -> PathBuf {
