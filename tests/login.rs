@@ -24,7 +24,22 @@ const KEYS: &str =
 struct Setup {
     idp: Arc<JwksServer>,
     origin: String,
-    _gw: Gateway,
+    gw: Gateway,
+    dir: std::path::PathBuf,
+    config: String,
+}
+
+impl Setup {
+    /// Rewrites the config with `from` replaced by `to` and reloads it.
+    async fn reload_with(&self, from: &str, to: &str) {
+        assert!(self.config.contains(from));
+        std::fs::write(
+            self.dir.join("authgate.toml"),
+            self.config.replace(from, to),
+        )
+        .unwrap();
+        self.gw.reloader.reload("test").await.unwrap();
+    }
 }
 
 async fn setup(extra_login: &str) -> Setup {
@@ -41,7 +56,8 @@ async fn setup(extra_login: &str) -> Setup {
         backchannel_logout_uri: Some(format!("{origin}/.authgate/backchannel-logout")),
     });
     idp.set_auto_login(Some("alice"));
-    let gw = start(&format!(
+    let dir = temp_dir("login");
+    let config = format!(
         r#"[[listener]]
 address = "127.0.0.1:{port}"
 
@@ -78,12 +94,14 @@ login = "idp"
 forward_access_token = true
 "#,
         issuer = idp.issuer(),
-    ))
-    .await;
+    );
+    let gw = start_in(&dir, &config).await;
     Setup {
         idp,
         origin,
-        _gw: gw,
+        gw,
+        dir,
+        config,
     }
 }
 
@@ -519,4 +537,102 @@ async fn bad_and_replayed_logout_tokens_are_refused() {
     )
     .await;
     assert_eq!(get.status, 405);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_keys_rotate_and_a_retired_key_ends_its_sessions() {
+    let s = setup("").await;
+    let mut browser = Browser::default();
+    assert_eq!(login(&mut browser, &s, "/app/").await.status, 302);
+    let page = |b: &Browser| {
+        let mut b = b.clone();
+        let url = format!("{}/app/", s.origin);
+        async move { b.get(&url, "application/json").await }
+    };
+    // A new key first: new cookies are sealed with it, the old ones still open.
+    let (current, older) = KEYS.split_once(", ").unwrap();
+    let fresh = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    s.reload_with(KEYS, &format!("{fresh}, {current}, {older}"))
+        .await;
+    assert_eq!(
+        page(&browser).await.status,
+        200,
+        "sealed with a key still in the ring"
+    );
+    // The key that sealed it is retired: the session ends, the browser logs in again.
+    s.reload_with(KEYS, &format!("{fresh}, {older}")).await;
+    let reply = page(&browser).await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.reason(), "session_unknown_key");
+    let mut again = browser.clone();
+    let nav = again.navigate(&format!("{}/app/", s.origin)).await;
+    assert_eq!(nav.status, 302);
+    assert!(
+        again.session_cookies().is_empty(),
+        "the dead cookie is cleared"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_session_is_split_across_cookies_and_a_too_large_one_is_refused() {
+    let s = setup("").await;
+    // Within the default 8 KiB token limit, but more than one cookie's worth.
+    let groups: Vec<String> = (0..150)
+        .map(|i| format!("group-{i:04}-of-the-company"))
+        .collect();
+    s.idp
+        .set_user_claims("alice", serde_json::json!({ "groups": groups }));
+    let mut browser = Browser::default();
+    let done = login(&mut browser, &s, "/app/").await;
+    assert_eq!(done.status, 302, "{}", String::from_utf8_lossy(&done.body));
+    let cookies = browser.session_cookies();
+    assert!(cookies.len() > 1, "split: {} cookie(s)", cookies.len());
+    for set_cookie in done.headers.get_all("set-cookie") {
+        assert!(
+            set_cookie.len() <= 4096,
+            "each Set-Cookie fits a browser's limit"
+        );
+    }
+    let page = browser
+        .get(&format!("{}/app/", s.origin), "application/json")
+        .await;
+    assert_eq!(page.status, 200, "reassembled");
+    assert_eq!(page.upstream_header("x-auth-subject"), vec!["alice"]);
+    // A chunk missing is no session.
+    let mut broken = browser.clone();
+    let last = cookies.last().unwrap().0.clone();
+    broken.jar.remove(&last);
+    let reply = broken
+        .get(&format!("{}/app/", s.origin), "application/json")
+        .await;
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.reason(), "session_cookie_chunks");
+
+    // An ID token past auth.max_token_bytes is refused as such.
+    let groups: Vec<String> = (0..400)
+        .map(|i| format!("group-{i:05}-of-the-company"))
+        .collect();
+    s.idp
+        .set_user_claims("alice", serde_json::json!({ "groups": groups }));
+    let mut browser = Browser::default();
+    let done = login(&mut browser, &s, "/app/").await;
+    assert_eq!(done.status, 400);
+    assert!(String::from_utf8_lossy(&done.body).contains("id_token_too_large"));
+
+    // With larger tokens allowed, a session past eight cookies cannot be stored in cookies:
+    // a page says so (the Redis store is the answer).
+    s.reload_with(
+        "[[auth.identity.claim]]",
+        "[auth]\nmax_token_bytes = 65536\n\n[[auth.identity.claim]]",
+    )
+    .await;
+    let groups: Vec<String> = (0..600)
+        .map(|i| format!("group-{i:05}-of-the-company"))
+        .collect();
+    s.idp
+        .set_user_claims("alice", serde_json::json!({ "groups": groups }));
+    let mut browser = Browser::default();
+    let done = login(&mut browser, &s, "/app/").await;
+    assert_eq!(done.status, 500);
+    assert!(String::from_utf8_lossy(&done.body).contains("session_cookie_too_large"));
 }

@@ -497,6 +497,8 @@ fn id_token_reason(error: TokenError) -> &'static str {
         TokenError::BadSignature => "id_token_bad_signature",
         TokenError::AlgorithmNotAllowed | TokenError::AlgNone => "id_token_algorithm",
         TokenError::UnknownIssuer | TokenError::MissingClaim("iss") => "id_token_issuer",
+        // Bounded by `auth.max_token_bytes`, which a provider with large tokens raises.
+        TokenError::TooLarge => "id_token_too_large",
         _ => "id_token_invalid",
     }
 }
