@@ -950,7 +950,7 @@ async fn sessions_in_redis_are_fleet_wide_and_a_logout_ends_them_everywhere() {
              cookie_name = \"authgate_s\"\nlogin_state_cookie_name = \"authgate_l\"\ncookie_secure = false\n\n\
              [[provider]]\nname = \"idp\"\nissuer = \"{issuer}\"\ndiscovery = true\naudiences = [\"demo-api\"]\nalgorithms = [\"ES256\"]\n\n\
              [[login]]\nname = \"idp\"\nprovider = \"idp\"\nclient_id = \"gw\"\nclient_secret = \"gw-secret\"\n\
-             public_origin = \"{public}\"\n\n\
+             public_origin = \"{public}\"\nrefresh_margin = \"2s\"\n\n\
              [[route]]\nname = \"app\"\npath_prefix = \"/app\"\nupstream = \"http://{up}\"\nlogin = \"idp\"\n",
             url = redis.url(),
             issuer = idp.issuer(),
@@ -961,6 +961,7 @@ async fn sessions_in_redis_are_fleet_wide_and_a_logout_ends_them_everywhere() {
     let _a = start(&config(port_a)).await;
     let _b = start(&config(port_b)).await;
 
+    idp.set_token_lifetimes(Duration::from_secs(4), Duration::from_secs(300));
     let mut browser = Browser::default();
     let done = browser
         .log_in(&origin(port_a), &idp.issuer(), "/app/")
@@ -980,6 +981,35 @@ async fn sessions_in_redis_are_fleet_wide_and_a_logout_ends_them_everywhere() {
             .await;
         assert_eq!(page.status, 200, "instance on {port}");
         assert_eq!(page.upstream_header("x-auth-subject"), vec!["alice"]);
+    }
+
+    // Due for a refresh, with requests at both replicas at once: one refresh for the fleet
+    // (the IdP rotates refresh tokens, so a second would end the session).
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // A slow IdP, so the replicas' refreshes would overlap without the lock.
+    idp.set_token_endpoint_fault(Some(authgate::demo::issuer::TokenFault::Slow(300)));
+    let grants = idp.refresh_grants();
+    let requests: Vec<_> = (0..8)
+        .map(|i| {
+            let mut b = browser.clone();
+            let url = format!("{}/app/r{i}", origin([port_a, port_b][i % 2]));
+            tokio::spawn(async move { b.get(&url, "application/json").await.status })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    idp.set_token_endpoint_fault(None);
+    assert_eq!(
+        idp.refresh_grants() - grants,
+        1,
+        "one refresh across two replicas"
+    );
+    for port in [port_a, port_b] {
+        let page = browser
+            .get(&format!("{}/app/after", origin(port)), "application/json")
+            .await;
+        assert_eq!(page.status, 200, "the refreshed session serves on {port}");
     }
 
     // Redis down: the session cannot be checked, so 503, and the cookie stays.

@@ -348,11 +348,11 @@ async fn a_tampered_or_foreign_session_cookie_is_cleared_and_refused() {
 async fn concurrent_requests_refresh_a_session_once() {
     let s = setup("refresh_margin = \"2s\"").await;
     s.idp
-        .set_token_lifetimes(Duration::from_secs(3), Duration::from_secs(300));
+        .set_token_lifetimes(Duration::from_secs(4), Duration::from_secs(300));
     let mut browser = Browser::default();
     assert_eq!(login(&mut browser, &s, "/app/").await.status, 302);
     // Inside the margin: due for a refresh.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     let before = s.idp.refresh_grants();
     let requests: Vec<_> = (0..8)
         .map(|_| {
@@ -382,7 +382,7 @@ async fn concurrent_requests_refresh_a_session_once() {
 
     // The IdP failing (5xx) is not a verdict on the session: it is served while its access
     // token lasts, and the refresh is tried again on the next request.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     s.idp
         .set_token_endpoint_fault(Some(TokenFault::Status(503)));
     let grants = s.idp.refresh_grants();

@@ -33,6 +33,9 @@ pub struct Session {
     /// When the access token expires (from `expires_in`); refresh is due `refresh_margin` before.
     #[serde(default)]
     pub access_expires_at: Option<i64>,
+    /// When the current access token was obtained: with its expiry, its lifetime.
+    #[serde(default)]
+    pub access_obtained_at: Option<i64>,
     /// When the user logged in: a "log out everywhere before T" revocation ends the session.
     pub created_at: i64,
     /// The hard stop, refreshes or not.
@@ -73,6 +76,7 @@ impl Session {
             access_token,
             refresh_token,
             access_expires_at,
+            access_obtained_at: Some(now),
             created_at: now,
             expires_at: now.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX)),
         }
@@ -96,6 +100,7 @@ impl Session {
         access_token: String,
         refresh_token: Option<String>,
         access_expires_at: Option<i64>,
+        now: i64,
     ) -> Session {
         let (id_token, kid) = id_token.unwrap_or_else(|| (self.id_token.clone(), self.kid.clone()));
         Session {
@@ -104,6 +109,7 @@ impl Session {
             access_token,
             refresh_token: refresh_token.or_else(|| self.refresh_token.clone()),
             access_expires_at,
+            access_obtained_at: Some(now),
             ..self.clone()
         }
     }
@@ -117,13 +123,20 @@ impl Session {
     }
 
     /// Whether the access token is due for a refresh at `now` (only a session with a refresh
-    /// token can have one).
+    /// token can have one): `margin` before it expires, but never earlier than half its
+    /// lifetime, so an IdP issuing tokens shorter than the margin is not asked on every request.
     pub fn refresh_due(&self, now: i64, margin: std::time::Duration) -> bool {
-        let margin = i64::try_from(margin.as_secs()).unwrap_or(i64::MAX);
-        self.refresh_token.is_some()
-            && self
-                .access_expires_at
-                .is_some_and(|exp| now.saturating_add(margin) >= exp)
+        let Some(exp) = self
+            .access_expires_at
+            .filter(|_| self.refresh_token.is_some())
+        else {
+            return false;
+        };
+        let mut margin = i64::try_from(margin.as_secs()).unwrap_or(i64::MAX);
+        if let Some(obtained) = self.access_obtained_at {
+            margin = margin.min(exp.saturating_sub(obtained) / 2);
+        }
+        now.saturating_add(margin) >= exp
     }
 
     /// Whether the access token has expired at `now`.
@@ -164,4 +177,60 @@ fn id_token_claims(id_token: &str) -> Option<Map<String, Value>> {
         .decode(payload.trim_end_matches('='))
         .ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(obtained: i64, exp: i64, refresh: bool) -> Session {
+        let mut s = Session::new(
+            "id".into(),
+            "l",
+            "h.e30.s".into(),
+            None,
+            "at".into(),
+            refresh.then(|| "rt".to_string()),
+            Some(exp),
+            obtained,
+            std::time::Duration::from_secs(3600),
+        );
+        s.access_obtained_at = Some(obtained);
+        s
+    }
+
+    #[test]
+    fn refresh_is_due_a_margin_before_expiry_but_not_before_half_the_lifetime() {
+        let margin = std::time::Duration::from_secs(60);
+        // A one-hour token: due from 60 s before it expires.
+        let long = session(0, 3600, true);
+        assert!(!long.refresh_due(3539, margin));
+        assert!(long.refresh_due(3540, margin));
+        // A 30 s token with a 60 s margin: due from half its lifetime, not at once.
+        let short = session(0, 30, true);
+        assert!(!short.refresh_due(14, margin));
+        assert!(short.refresh_due(15, margin));
+        // Without a refresh token nothing is ever due; the session ends with the token.
+        let none = session(0, 30, false);
+        assert!(!none.refresh_due(29, margin));
+        assert!(none.access_expired(30));
+        assert!(!none.access_expired(29));
+    }
+
+    #[test]
+    fn a_refresh_keeps_what_the_idp_left_out() {
+        let old = session(0, 30, true);
+        let new = old.refreshed(None, "at2".into(), None, Some(100), 20);
+        assert_eq!(new.access_token, "at2");
+        assert_eq!(new.refresh_token.as_deref(), Some("rt"));
+        assert_eq!(new.id_token, old.id_token);
+        assert_eq!(
+            (new.access_expires_at, new.access_obtained_at),
+            (Some(100), Some(20))
+        );
+        assert_eq!(
+            (new.id.as_str(), new.created_at, new.expires_at),
+            ("id", 0, 3600)
+        );
+    }
 }

@@ -23,6 +23,11 @@ const REDIS_PURPOSE: &str = "authgate-session-redis";
 /// How long a refreshed session is remembered for the requests that carried the old one.
 const REFRESH_MEMORY: Duration = Duration::from_secs(60);
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+const REDIS_RETRY: Duration = Duration::from_secs(1);
+/// How long one replica may hold a session's refresh (longer than an IdP call may take), and
+/// how often the others look for its result.
+const REFRESH_LOCK: Duration = Duration::from_secs(15);
+const REFRESH_POLL: Duration = Duration::from_millis(50);
 
 /// Why a request's session could not be used; `reason()` goes to logs and the 401.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +74,9 @@ pub struct Sessions {
 struct RedisStore {
     client: redis::Client,
     connection: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    /// When a connection attempt last failed: for [`REDIS_RETRY`] after it, requests get the
+    /// error at once instead of queueing behind another connect timeout.
+    failed_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// A session found on a request.
@@ -95,6 +103,7 @@ impl Sessions {
                 client: redis::Client::open(url.as_str())
                     .map_err(|_| format!("session store {display}: not a valid Redis URL"))?,
                 connection: tokio::sync::Mutex::new(None),
+                failed_at: std::sync::Mutex::new(None),
             }),
             (SessionStore::Redis, None) => return Err("session store: no Redis URL".into()),
             (SessionStore::Cookie, _) => None,
@@ -132,24 +141,35 @@ impl Sessions {
                     .ok()
                     .filter(|r: &RedisRef| r.v == 1)
                     .ok_or(SessionProblem::Invalid("session_invalid"))?;
-                let stored = self
-                    .redis_get(redis, &reference.id)
+                self.load_by_id(redis, &reference.id)
                     .await?
-                    .ok_or(SessionProblem::Invalid("session_unknown"))?;
-                let plain = self
-                    .settings
-                    .keys
-                    .open(REDIS_PURPOSE, &stored)
-                    .map_err(|e| SessionProblem::Invalid(e.reason()))?;
-                Session::from_json(&plain)
-                    .filter(|s| s.id == reference.id)
-                    .ok_or(SessionProblem::Invalid("session_invalid"))?
+                    .ok_or(SessionProblem::Invalid("session_unknown"))?
             }
         };
         if now_unix() >= session.expires_at {
             return Err(SessionProblem::Expired);
         }
         Ok(Some(session))
+    }
+
+    /// The session stored in Redis under `id`, if any.
+    async fn load_by_id(
+        &self,
+        redis: &RedisStore,
+        id: &str,
+    ) -> Result<Option<Session>, SessionProblem> {
+        let Some(stored) = self.redis_get(redis, id).await? else {
+            return Ok(None);
+        };
+        let plain = self
+            .settings
+            .keys
+            .open(REDIS_PURPOSE, &stored)
+            .map_err(|e| SessionProblem::Invalid(e.reason()))?;
+        Session::from_json(&plain)
+            .filter(|s| s.id == id)
+            .map(Some)
+            .ok_or(SessionProblem::Invalid("session_invalid"))
     }
 
     /// Stores `session` and returns the `Set-Cookie` values that give the browser its cookie;
@@ -196,6 +216,22 @@ impl Sessions {
             .map_err(|e| SessionProblem::Invalid(e.reason()))
     }
 
+    async fn store_in_redis(
+        &self,
+        redis: &RedisStore,
+        session: &Session,
+        replace: bool,
+    ) -> Result<(), SessionProblem> {
+        let sealed = self
+            .settings
+            .keys
+            .seal(REDIS_PURPOSE, &session.to_json())
+            .map_err(|_| SessionProblem::StoreUnavailable)?;
+        let ttl = session.expires_at.saturating_sub(now_unix()).max(1);
+        self.redis_set(redis, &session.id, &sealed, ttl, replace)
+            .await
+    }
+
     /// Ends the session in the store (Redis) and returns the `Set-Cookie` values that remove it
     /// from the browser.
     pub async fn forget(&self, session: Option<&Session>, headers: &HeaderMap) -> Vec<HeaderValue> {
@@ -225,7 +261,10 @@ impl Sessions {
         )
     }
 
-    /// Refreshes `session` at its IdP, once for every request carrying this same session.
+    /// Refreshes `session` at its IdP, once for every request carrying this same session: in
+    /// this process through the refresh memory, and across replicas sharing Redis through a
+    /// short lock there (an IdP that rotates refresh tokens ends the whole session when two
+    /// replicas spend the same one).
     pub async fn refresh(
         &self,
         session: &Session,
@@ -236,62 +275,121 @@ impl Sessions {
         let key = (session.id.clone(), session.access_expires_at.unwrap_or(0));
         self.refreshes
             .try_get_with(key, async {
-                let refresh_token = session
-                    .refresh_token
-                    .as_deref()
-                    .ok_or(LoginError::TokenResponseInvalid)?;
-                let tokens = client.refresh(refresh_token).await?;
-                let now = now_unix();
-                let id_token = match tokens.id_token {
-                    Some(id_token) => {
-                        let signed = client
-                            .check_id_token(verifier, &id_token, None, leeway, now)
-                            .await?;
-                        // OIDC Core §12.2: the same user, at the same issuer.
-                        let old = session.subject();
-                        if signed.claims.get("sub").and_then(serde_json::Value::as_str)
-                            != old.as_deref()
-                        {
-                            return Err(LoginError::IdToken("id_token_subject"));
-                        }
-                        Some((id_token, signed.kid))
+                match &self.redis {
+                    None => refresh_at_idp(session, client, verifier, leeway).await,
+                    Some(redis) => {
+                        self.refresh_in_fleet(redis, session, client, verifier, leeway)
+                            .await
                     }
-                    None => None,
-                };
-                Ok(Arc::new(session.refreshed(
-                    id_token,
-                    tokens.access_token,
-                    tokens.refresh_token,
-                    tokens.access_expires_at,
-                )))
+                }
+                .map(Arc::new)
             })
             .await
-            .map_err(|e: Arc<LoginError>| SessionProblem::RefreshFailed((*e).clone()))
+            .map_err(|e: Arc<SessionProblem>| (*e).clone())
+    }
+
+    async fn refresh_in_fleet(
+        &self,
+        redis: &RedisStore,
+        session: &Session,
+        client: &OidcClient,
+        verifier: &Verifier,
+        leeway: i64,
+    ) -> Result<Session, SessionProblem> {
+        let lock = format!("{}refresh:", self.settings.key_prefix) + &self.id_digest(&session.id);
+        let holder =
+            crate::login::pkce::random_token(16).map_err(|_| SessionProblem::StoreUnavailable)?;
+        let mut take = redis::cmd("SET");
+        take.arg(&lock)
+            .arg(&holder)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(REFRESH_LOCK.as_millis()).unwrap_or(u64::MAX));
+        let taken: Option<String> = self.redis_io(redis, take).await?;
+        let changed = |stored: &Session| stored.access_expires_at != session.access_expires_at;
+        if taken.is_none() {
+            // Another replica is refreshing this session: its result lands in Redis.
+            let deadline = tokio::time::Instant::now() + REFRESH_LOCK;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(REFRESH_POLL).await;
+                match self.load_by_id(redis, &session.id).await? {
+                    Some(stored) if changed(&stored) => return Ok(stored),
+                    Some(_) => {}
+                    None => return Err(SessionProblem::Invalid("session_unknown")),
+                }
+            }
+            return Err(SessionProblem::RefreshFailed(
+                LoginError::TokenEndpointUnreachable,
+            ));
+        }
+        let outcome = async {
+            // A replica may have finished just before this one took the lock.
+            match self.load_by_id(redis, &session.id).await? {
+                Some(stored) if changed(&stored) => return Ok(stored),
+                Some(_) => {}
+                None => return Err(SessionProblem::Invalid("session_unknown")),
+            }
+            let refreshed = refresh_at_idp(session, client, verifier, leeway).await?;
+            self.store_in_redis(redis, &refreshed, true).await?;
+            Ok(refreshed)
+        }
+        .await;
+        // Released only by its holder: a lock that outlived its time may be another's now.
+        let mut release = redis::cmd("EVAL");
+        release
+            .arg("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end")
+            .arg(1)
+            .arg(&lock)
+            .arg(&holder);
+        let _ = self.redis_io::<i64>(redis, release).await;
+        outcome
     }
 
     async fn connection(
         &self,
         redis: &RedisStore,
     ) -> Result<redis::aio::MultiplexedConnection, SessionProblem> {
+        let failed_at = || {
+            redis
+                .failed_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if failed_at().is_some_and(|at| at.elapsed() < REDIS_RETRY) {
+            return Err(SessionProblem::StoreUnavailable);
+        }
         let mut slot = redis.connection.lock().await;
         if let Some(connection) = slot.as_ref() {
             return Ok(connection.clone());
         }
-        let connection = tokio::time::timeout(
+        let connected = tokio::time::timeout(
             REDIS_TIMEOUT,
             redis.client.get_multiplexed_async_connection(),
         )
-        .await
-        .map_err(|_| SessionProblem::StoreUnavailable)?
-        .map_err(|_| SessionProblem::StoreUnavailable)?;
-        *slot = Some(connection.clone());
-        Ok(connection)
+        .await;
+        match connected {
+            Ok(Ok(connection)) => {
+                *failed_at() = None;
+                *slot = Some(connection.clone());
+                Ok(connection)
+            }
+            _ => {
+                *failed_at() = Some(std::time::Instant::now());
+                Err(SessionProblem::StoreUnavailable)
+            }
+        }
+    }
+
+    /// Redis keys hold a digest of the id, never the id: a key listing is no credential.
+    fn id_digest(&self, id: &str) -> String {
+        crate::auth::keys::sha256(&[id.as_bytes()])
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     fn redis_key(&self, id: &str) -> String {
-        let digest = crate::auth::keys::sha256(&[id.as_bytes()]);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}{hex}", self.settings.key_prefix)
+        format!("{}{}", self.settings.key_prefix, self.id_digest(id))
     }
 
     async fn redis_io<T: redis::FromRedisValue>(
@@ -352,4 +450,43 @@ impl Sessions {
         command.arg(self.redis_key(id));
         self.redis_io::<i64>(redis, command).await.map(|_| ())
     }
+}
+
+/// One refresh at the IdP: new tokens, and a new ID token checked like the first (same user).
+async fn refresh_at_idp(
+    session: &Session,
+    client: &OidcClient,
+    verifier: &Verifier,
+    leeway: i64,
+) -> Result<Session, SessionProblem> {
+    let failed = SessionProblem::RefreshFailed;
+    let refresh_token = session
+        .refresh_token
+        .as_deref()
+        .ok_or(failed(LoginError::TokenResponseInvalid))?;
+    let tokens = client.refresh(refresh_token).await.map_err(failed)?;
+    let now = now_unix();
+    let id_token = match tokens.id_token {
+        Some(id_token) => {
+            let signed = client
+                .check_id_token(verifier, &id_token, None, leeway, now)
+                .await
+                .map_err(failed)?;
+            // OIDC Core §12.2: the same user, at the same issuer.
+            if signed.claims.get("sub").and_then(serde_json::Value::as_str)
+                != session.subject().as_deref()
+            {
+                return Err(failed(LoginError::IdToken("id_token_subject")));
+            }
+            Some((id_token, signed.kid))
+        }
+        None => None,
+    };
+    Ok(session.refreshed(
+        id_token,
+        tokens.access_token,
+        tokens.refresh_token,
+        tokens.access_expires_at,
+        now,
+    ))
 }

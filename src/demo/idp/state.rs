@@ -41,6 +41,8 @@ pub enum TokenFault {
     Status(u16),
     /// Never answers (sleeps an hour).
     Hang,
+    /// Answers normally, this many milliseconds late (a slow IdP, to make races visible).
+    Slow(u64),
     /// 200 with `Content-Type: application/json` and a body that is not JSON.
     Garbage,
     /// 200 with an 8 MiB JSON body.

@@ -147,6 +147,10 @@ async fn transport_fault(fault: Option<TokenFault>) -> Option<Response<Body>> {
             tokio::time::sleep(HANG).await;
             Some(bad_request("temporarily_unavailable", "hung").into_response())
         }
+        TokenFault::Slow(millis) => {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            None
+        }
         TokenFault::Garbage => Some(json_body("<html>this is not JSON</html>".to_string())),
         TokenFault::HugeBody => {
             let mut body = String::with_capacity(HUGE_BODY + 64);
