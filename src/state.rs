@@ -185,7 +185,7 @@ impl Snapshot {
             },
         };
         let revocations = Revocations { file, shared };
-        let logins = Logins::build(&config.login, previous.map(|p| &p.logins))?;
+        let logins = Logins::build(&config.login, previous.map(|p| &p.logins), metrics)?;
         let route_metrics = routes
             .routes()
             .iter()

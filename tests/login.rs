@@ -61,6 +61,9 @@ async fn setup(extra_login: &str) -> Setup {
         r#"[[listener]]
 address = "127.0.0.1:{port}"
 
+[admin]
+address = "127.0.0.1:0"
+
 [[auth.identity.claim]]
 claim = "/sid"
 header = "x-auth-sid"
@@ -203,6 +206,14 @@ async fn a_browser_logs_in_reaches_the_page_with_its_identity_and_logs_out() {
     assert_eq!(location(&back), "/app/again");
     let page = browser.navigate(&format!("{}/app/again", s.origin)).await;
     assert_eq!(page.status, 200);
+    let admin = s.gw.admin_addr.unwrap();
+    let scrape = send(&h1_client(), get(&format!("http://{admin}/metrics"))).await;
+    let text = String::from_utf8_lossy(&scrape.body);
+    for (event, count) in [("started", 3), ("completed", 2), ("logout", 1)] {
+        let line =
+            format!("authgate_login_events_total{{event=\"{event}\",login=\"idp\"}} {count}");
+        assert!(text.contains(&line), "{line} in:\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -442,13 +442,16 @@ async fn login_session(
     let provider = &snapshot.verifier.providers()[client.settings.provider];
     let now = now_unix();
     let mut set_cookies = Vec::new();
-    let session = if session.refresh_due(now, client.settings.refresh_margin) {
+    let login = &*client.settings.name;
+    let due = session.refresh_due(now, client.settings.refresh_margin);
+    let session = if due && !snapshot.logins.explain_only {
         let leeway = i64::try_from(provider.leeway.as_secs()).unwrap_or(0);
         match sessions
             .refresh(&session, client, &snapshot.verifier, leeway)
             .await
         {
             Ok(refreshed) => {
+                snapshot.logins.event(login, "refreshed");
                 set_cookies = match sessions.save(&refreshed, &head.headers, true).await {
                     Ok(cookies) => cookies,
                     Err(problem) => return Err(refused(problem).await),
@@ -459,6 +462,7 @@ async fn login_session(
             // token does, and the next request tries again. One IdP outage must not log every
             // user out at once.
             Err(SessionProblem::RefreshFailed(error)) if error.is_transient() => {
+                snapshot.logins.event(login, "refresh_deferred");
                 tracing::warn!(login = %client.settings.name, reason = error.reason(), "session refresh failed for now; retried on the next request");
                 if session.access_expired(now) {
                     return Err(GatewayError::SessionUnavailable {
@@ -468,12 +472,16 @@ async fn login_session(
                 Arc::new(session)
             }
             Err(problem) => {
+                snapshot.logins.event(login, "refresh_failed");
                 if let SessionProblem::RefreshFailed(error) = &problem {
                     tracing::info!(login = %client.settings.name, reason = error.reason(), "session refresh refused; the session ends");
                 }
                 return Err(refused(problem).await);
             }
         }
+    } else if due {
+        // `authgate explain`: the proxy would refresh here; explaining must not spend the token.
+        Arc::new(session)
     } else if session.access_expired(now) {
         // No refresh token: the session ends with its access token (a new login, usually
         // silent at the IdP).

@@ -66,7 +66,9 @@ pub async fn explain(
         }
     }
     let metrics = Metrics::register(&prometheus::Registry::new()).map_err(|e| e.to_string())?;
-    let snapshot = Snapshot::build(&config, &metrics, None)?;
+    let mut snapshot = Snapshot::build(&config, &metrics, None)?;
+    // Explaining a request with a session must not spend its refresh token at the IdP.
+    snapshot.logins.explain_only = true;
     // Live keys: give the first fetch a moment, as a starting gateway would.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !snapshot.verifier.providers().iter().all(|p| p.is_ready())

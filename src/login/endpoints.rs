@@ -35,12 +35,19 @@ pub struct Logins {
     used_states: moka::sync::Cache<String, ()>,
     /// `iss` + `jti` of the logout tokens already acted on: a replayed one is refused.
     pub(crate) seen_logout_tokens: moka::sync::Cache<String, ()>,
+    metrics: Arc<crate::ops::metrics::Metrics>,
+    /// `authgate explain`: decide as the proxy would, but never spend a refresh token.
+    pub explain_only: bool,
 }
 
 impl Logins {
     /// `previous` is the snapshot's a reload replaces: its used states carry over, so a reload
     /// never reopens a replay window.
-    pub fn build(settings: &LoginSettings, previous: Option<&Logins>) -> Result<Self, String> {
+    pub fn build(
+        settings: &LoginSettings,
+        previous: Option<&Logins>,
+        metrics: &Arc<crate::ops::metrics::Metrics>,
+    ) -> Result<Self, String> {
         let clients = settings
             .clients
             .iter()
@@ -79,11 +86,18 @@ impl Logins {
             sessions,
             used_states,
             seen_logout_tokens,
+            metrics: metrics.clone(),
+            explain_only: false,
         })
     }
 
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
+    }
+
+    /// Counts one event of login client `login` (`authgate_login_events_total`).
+    pub fn event(&self, login: &str, event: &'static str) {
+        self.metrics.login_event(login, event);
     }
 }
 
@@ -212,6 +226,7 @@ pub async fn start(
         .map_err(|e| failure(e.reason(), Vec::new()))?;
     let mut set_cookies = login_state::crowded_out(&head.headers, &sessions.login_state);
     set_cookies.push(cookie);
+    logins.event(&client.settings.name, "started");
     Ok(Redirect {
         location,
         set_cookies,
@@ -230,9 +245,16 @@ pub async fn serve(
         return Err(GatewayError::NoRoute);
     };
     match endpoint {
-        Endpoint::Callback => callback(snapshot, sessions, head)
-            .await
-            .map(Answer::Redirect),
+        Endpoint::Callback => {
+            let outcome = callback(snapshot, sessions, head).await;
+            // Which client a refused callback belonged to is not always known: "-" then.
+            let (login, event) = match &outcome {
+                Ok((login, _)) => (login.as_str(), "completed"),
+                Err(_) => ("-", "failed"),
+            };
+            logins.event(login, event);
+            outcome.map(|(_, redirect)| Answer::Redirect(redirect))
+        }
         Endpoint::Logout if head.method == http::Method::GET => Ok(Answer::ConfirmLogout),
         Endpoint::Logout => logout(snapshot, sessions, head).await.map(Answer::Redirect),
         Endpoint::BackchannelLogout => backchannel_logout(snapshot, head, body).await,
@@ -286,14 +308,25 @@ async fn backchannel_logout(
             .invalidate(&order.jti_key);
         return Err(GatewayError::RevocationsUnavailable);
     }
+    for client in snapshot
+        .logins
+        .clients
+        .iter()
+        .filter(|c| c.settings.issuer == order.issuer)
+    {
+        snapshot
+            .logins
+            .event(&client.settings.name, "backchannel_logout");
+    }
     Ok(Answer::LoggedOut)
 }
 
+/// The login client's name and the redirect that completes its login.
 async fn callback(
     snapshot: &Snapshot,
     sessions: &Sessions,
     head: &Parts,
-) -> Result<Redirect, GatewayError> {
+) -> Result<(String, Redirect), GatewayError> {
     if head.method != http::Method::GET {
         return Err(GatewayError::MethodNotAllowed {
             allow: vec![http::Method::GET],
@@ -409,14 +442,17 @@ async fn callback(
         .map_err(|e| failure(e.reason(), clear.clone()))?;
     set_cookies.extend(clear);
     tracing::info!(login = %client.settings.name, "browser login completed");
-    Ok(Redirect {
-        location: return_target_or_root(
-            &attempt.return_to,
-            &client.settings.public_origin,
-            &client.settings.allowed_return_origins,
-        ),
-        set_cookies,
-    })
+    Ok((
+        client.settings.name.to_string(),
+        Redirect {
+            location: return_target_or_root(
+                &attempt.return_to,
+                &client.settings.public_origin,
+                &client.settings.allowed_return_origins,
+            ),
+            set_cookies,
+        },
+    ))
 }
 
 async fn logout(
@@ -471,6 +507,9 @@ async fn logout(
         _ => "/".to_string(),
     };
     tracing::info!(had_session = session.is_some(), "browser logout");
+    if let Some(client) = client {
+        snapshot.logins.event(&client.settings.name, "logout");
+    }
     Ok(Redirect {
         location,
         set_cookies,

@@ -47,6 +47,7 @@ pub struct Metrics {
     pub token_cache_misses: IntCounter,
     pub denylist_entries: IntGaugeVec,
     denylist_hits: IntCounterVec,
+    login_events: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_loaded_at: Gauge,
     pub config_info: IntGaugeVec,
@@ -165,6 +166,15 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            login_events: IntCounterVec::new(
+                opts(
+                    "authgate_login_events_total",
+                    "Browser login and session events, by login client and event (started, \
+                     completed, failed, refreshed, refresh_deferred, refresh_failed, logout, \
+                     backchannel_logout).",
+                ),
+                &["login", "event"],
+            )?,
             config_reloads: IntCounterVec::new(
                 opts(
                     "authgate_config_reloads_total",
@@ -250,7 +260,7 @@ impl Metrics {
     }
 
     fn register_all(&self) -> Result<(), prometheus::Error> {
-        let collectors: [Box<dyn prometheus::core::Collector>; 27] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 28] = [
             Box::new(self.requests.clone()),
             Box::new(self.request_duration.clone()),
             Box::new(self.upstream_duration.clone()),
@@ -264,6 +274,7 @@ impl Metrics {
             Box::new(self.token_cache_misses.clone()),
             Box::new(self.denylist_entries.clone()),
             Box::new(self.denylist_hits.clone()),
+            Box::new(self.login_events.clone()),
             Box::new(self.config_reloads.clone()),
             Box::new(self.config_loaded_at.clone()),
             Box::new(self.config_info.clone()),
@@ -323,6 +334,11 @@ impl Metrics {
 
     pub fn denylist_hit(&self, kind: &'static str) {
         self.denylist_hits.with_label_values(&[kind]).inc();
+    }
+
+    /// One browser-login event of `login` (labels bounded: configured names, fixed events).
+    pub fn login_event(&self, login: &str, event: &'static str) {
+        self.login_events.with_label_values(&[login, event]).inc();
     }
 
     pub fn headers_removed(&self, kind: &'static str, count: usize) {
