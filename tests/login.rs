@@ -607,3 +607,44 @@ async fn bad_and_replayed_logout_tokens_are_refused() {
     .await;
     assert_eq!(get.status, 405);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_is_refused_before_any_refresh() {
+    let s = setup("refresh_margin = \"2s\"").await;
+    s.idp
+        .set_token_lifetimes(Duration::from_secs(3), Duration::from_secs(300));
+    let mut browser = Browser::default();
+    assert_eq!(login(&mut browser, &s, "/app/").await.status, 302);
+    let page = browser
+        .get(&format!("{}/app/", s.origin), "application/json")
+        .await;
+    assert_eq!(page.status, 200);
+    let sid = page.upstream_header("x-auth-sid").pop().unwrap();
+    // The IdP tells the gateway the session ended, but keeps honouring its refresh token (as an
+    // IdP does whose logout reaches only some clients): only the gateway's check can stop it.
+    assert_eq!(
+        s.idp.backchannel_logout(CLIENT, Some(&sid), None).await,
+        Ok(200)
+    );
+    // Past the refresh margin: a session still in use would be refreshed now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let grants = s.idp.refresh_grants();
+    let mut navigating = browser.clone();
+    let after = browser
+        .get(&format!("{}/app/", s.origin), "application/json")
+        .await;
+    assert_eq!(after.status, 401);
+    assert_eq!(after.reason(), "revoked_sid");
+    let nav = navigating.navigate(&format!("{}/app/", s.origin)).await;
+    assert_eq!(nav.status, 302);
+    assert!(location(&nav).starts_with(&s.idp.issuer()));
+    assert!(
+        navigating.session_cookies().is_empty(),
+        "the cookie is cleared"
+    );
+    assert_eq!(
+        s.idp.refresh_grants(),
+        grants,
+        "a revoked session's refresh token is not used"
+    );
+}
