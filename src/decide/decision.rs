@@ -193,7 +193,9 @@ pub async fn decide(
                 check_revocation(snapshot, index, &found.token),
                 auth.login_client,
             ) {
-                return Err(session_revoked(snapshot, client, error, head, &normalized.path).await);
+                return Err(
+                    session_check_failed(snapshot, client, error, head, &normalized.path).await,
+                );
             }
             set_cookies = found.set_cookies;
             access_token = Some(found.access_token);
@@ -394,15 +396,21 @@ fn check_revocation(
     Ok(())
 }
 
-/// A revoked session (a logout elsewhere, an IdP back-channel logout) sends the browser to log
-/// in again, without the cookie that no longer works; anything else keeps `error`.
-async fn session_revoked(
+/// A session the revocation check refused. A revoked one (a logout elsewhere, an IdP
+/// back-channel logout) sends a browser to log in again, without the cookie that no longer
+/// works; anything else keeps `error`. A list that cannot be relied on just now says nothing
+/// against the session: it is kept, and the 503 stands, since a new login would meet the same
+/// check (a browser with an IdP session would loop through the IdP, logged out each time).
+async fn session_check_failed(
     snapshot: &Snapshot,
     client: usize,
     error: GatewayError,
     head: &Parts,
     path: &str,
 ) -> GatewayError {
+    if matches!(error, GatewayError::RevocationsUnavailable) {
+        return error;
+    }
     let clear = snapshot
         .logins
         .sessions
@@ -453,7 +461,7 @@ async fn login_session(
     let provider = &snapshot.verifier.providers()[client.settings.provider];
     if let Some(identity) = session.identity(provider) {
         if let Err(error) = check_revocation(snapshot, route_index, &identity) {
-            return Err(session_revoked(snapshot, client_index, error, head, path).await);
+            return Err(session_check_failed(snapshot, client_index, error, head, path).await);
         }
     }
     let now = now_unix();
