@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use authgate::demo::issuer::{LogoutTokenTweak, OidcClient, TokenFault};
 use common::jar::{location, Browser};
+use common::redis_server::Redis;
 use common::*;
 use http::Request;
 use http_body_util::Full;
@@ -43,6 +44,11 @@ impl Setup {
 }
 
 async fn setup(extra_login: &str) -> Setup {
+    setup_with("", extra_login, "").await
+}
+
+/// `top`: sections before `[session]`; `extra_route`: keys of the `app` route.
+async fn setup_with(top: &str, extra_login: &str, extra_route: &str) -> Setup {
     let up = echo().await;
     let idp = JwksServer::start(Vec::new()).await.unwrap();
     idp.set_signing_key(SigningKey::generate(Algorithm::ES256, Some("idp-1")).unwrap());
@@ -64,6 +70,7 @@ address = "127.0.0.1:{port}"
 [admin]
 address = "127.0.0.1:0"
 
+{top}
 [[auth.identity.claim]]
 claim = "/sid"
 header = "x-auth-sid"
@@ -95,6 +102,7 @@ path_prefix = "/app"
 upstream = "http://{up}"
 login = "idp"
 forward_access_token = true
+{extra_route}
 "#,
         issuer = idp.issuer(),
     );
@@ -646,4 +654,104 @@ async fn a_large_session_is_split_across_cookies_and_a_too_large_one_is_refused(
     let done = login(&mut browser, &s, "/app/").await;
     assert_eq!(done.status, 500);
     assert!(String::from_utf8_lossy(&done.body).contains("session_cookie_too_large"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_session_is_refused_before_any_refresh() {
+    let s = setup("refresh_margin = \"2s\"").await;
+    s.idp
+        .set_token_lifetimes(Duration::from_secs(3), Duration::from_secs(300));
+    let mut browser = Browser::default();
+    assert_eq!(login(&mut browser, &s, "/app/").await.status, 302);
+    let page = browser
+        .get(&format!("{}/app/", s.origin), "application/json")
+        .await;
+    assert_eq!(page.status, 200);
+    let sid = page.upstream_header("x-auth-sid").pop().unwrap();
+    // The IdP tells the gateway the session ended, but keeps honouring its refresh token (as an
+    // IdP does whose logout reaches only some clients): only the gateway's check can stop it.
+    assert_eq!(
+        s.idp.backchannel_logout(CLIENT, Some(&sid), None).await,
+        Ok(200)
+    );
+    // Past the refresh margin: a session still in use would be refreshed now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let grants = s.idp.refresh_grants();
+    let mut navigating = browser.clone();
+    let after = browser
+        .get(&format!("{}/app/", s.origin), "application/json")
+        .await;
+    assert_eq!(after.status, 401);
+    assert_eq!(after.reason(), "revoked_sid");
+    let nav = navigating.navigate(&format!("{}/app/", s.origin)).await;
+    assert_eq!(nav.status, 302);
+    assert!(location(&nav).starts_with(&s.idp.issuer()));
+    assert!(
+        navigating.session_cookies().is_empty(),
+        "the cookie is cleared"
+    );
+    assert_eq!(
+        s.idp.refresh_grants(),
+        grants,
+        "a revoked session's refresh token is not used"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_list_outage_answers_503_and_keeps_the_session() {
+    let Some(mut redis) = Redis::start("login-outage").await else {
+        return;
+    };
+    let s = setup_with(
+        &format!(
+            "[revocation]\nredis_url = \"{}\"\nunreachable_after = \"2s\"\n",
+            redis.url()
+        ),
+        "",
+        "revocation_required = true",
+    )
+    .await;
+    let admin = s.gw.admin_addr.unwrap();
+    let ready = eventually_async(Duration::from_secs(30), || async {
+        send(&h1_client(), get(&format!("http://{admin}/readyz")))
+            .await
+            .status
+            == 200
+    })
+    .await;
+    assert!(ready, "the revocation list never loaded");
+    let mut browser = Browser::default();
+    assert_eq!(login(&mut browser, &s, "/app/").await.status, 302);
+    let page = format!("{}/app/", s.origin);
+    assert_eq!(browser.navigate(&page).await.status, 200);
+
+    redis.kill();
+    let unavailable = eventually_async(Duration::from_secs(30), || {
+        let mut api = browser.clone();
+        let page = page.clone();
+        async move { api.get(&page, "application/json").await.status == 503 }
+    })
+    .await;
+    assert!(unavailable, "the route never noticed the outage");
+    // A browser is not sent to log in again: the new session would meet the same 503 (or the
+    // same redirect, in a loop), and the one it has is still good.
+    let during = browser.navigate(&page).await;
+    assert_eq!(during.status, 503, "{:?}", during.headers.get("location"));
+    assert!(
+        !during.headers.contains_key("set-cookie"),
+        "the session is kept"
+    );
+    assert!(!browser.session_cookies().is_empty());
+
+    redis.restart().await;
+    let back = eventually_async(Duration::from_secs(30), || {
+        let mut api = browser.clone();
+        let page = page.clone();
+        async move { api.get(&page, "application/json").await.status == 200 }
+    })
+    .await;
+    assert!(back, "the route never served again");
+    let after = browser.navigate(&page).await;
+    assert_eq!(after.status, 200, "the same session, once the list is back");
+    assert_eq!(after.upstream_header("x-auth-subject"), vec!["alice"]);
 }

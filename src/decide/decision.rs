@@ -159,7 +159,7 @@ pub async fn decide(
     // A login route's browsers carry the gateway's own session instead of a token.
     let mut session = None;
     if let (None, Some(client), false) = (&credential, auth.login_client, preflight) {
-        session = login_session(snapshot, client, head, &normalized.path).await?;
+        session = login_session(snapshot, index, client, head, &normalized.path).await?;
     }
     trace.credential = match (&credential, &session) {
         (Some(credential), _) => Some(credential.source),
@@ -188,20 +188,13 @@ pub async fn decide(
         ),
         (None, Some(found)) => {
             trace.provider = snapshot.verifier.provider_index(&found.token.provider);
+            // Checked again after a refresh, whose new ID token could name another session.
             if let (Err(error), Some(client)) = (
                 check_revocation(snapshot, index, &found.token),
                 auth.login_client,
             ) {
-                // A revoked session (a logout elsewhere, an IdP back-channel logout) sends the
-                // browser to log in again, without the cookie that no longer works.
-                let clear = snapshot
-                    .logins
-                    .sessions
-                    .as_ref()
-                    .map(|s| s.clear(&head.headers))
-                    .unwrap_or_default();
                 return Err(
-                    start_login(snapshot, client, error, head, &normalized.path, clear).await,
+                    session_check_failed(snapshot, client, error, head, &normalized.path).await,
                 );
             }
             set_cookies = found.set_cookies;
@@ -403,11 +396,37 @@ fn check_revocation(
     Ok(())
 }
 
+/// A session the revocation check refused. A revoked one (a logout elsewhere, an IdP
+/// back-channel logout) sends a browser to log in again, without the cookie that no longer
+/// works; anything else keeps `error`. A list that cannot be relied on just now says nothing
+/// against the session: it is kept, and the 503 stands, since a new login would meet the same
+/// check (a browser with an IdP session would loop through the IdP, logged out each time).
+async fn session_check_failed(
+    snapshot: &Snapshot,
+    client: usize,
+    error: GatewayError,
+    head: &Parts,
+    path: &str,
+) -> GatewayError {
+    if matches!(error, GatewayError::RevocationsUnavailable) {
+        return error;
+    }
+    let clear = snapshot
+        .logins
+        .sessions
+        .as_ref()
+        .map(|s| s.clear(&head.headers))
+        .unwrap_or_default();
+    start_login(snapshot, client, error, head, path, clear).await
+}
+
 /// The gateway session a login route's request carries, refreshed when due. A session that
 /// cannot be used is removed from the browser: a navigation starts a new login, anything else
-/// gets a 401.
+/// gets a 401. A revoked session is refused before any refresh: the gateway never presents the
+/// refresh token of a session that a logout or the IdP has ended.
 async fn login_session(
     snapshot: &Snapshot,
+    route_index: usize,
     client_index: usize,
     head: &Parts,
     path: &str,
@@ -440,6 +459,11 @@ async fn login_session(
         Err(problem) => return Err(refused(problem).await),
     };
     let provider = &snapshot.verifier.providers()[client.settings.provider];
+    if let Some(identity) = session.identity(provider) {
+        if let Err(error) = check_revocation(snapshot, route_index, &identity) {
+            return Err(session_check_failed(snapshot, client_index, error, head, path).await);
+        }
+    }
     let now = now_unix();
     let mut set_cookies = Vec::new();
     let login = &*client.settings.name;

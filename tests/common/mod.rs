@@ -19,8 +19,10 @@ use tokio::net::TcpStream;
 
 pub use authgate::app::Gateway;
 
+pub mod cdp;
 pub mod h2raw;
 pub mod jar;
+pub mod redis_server;
 
 /// A fresh directory under the system temp dir, unique to this process and call.
 pub fn temp_dir(label: &str) -> PathBuf {
