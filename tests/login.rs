@@ -755,3 +755,37 @@ async fn a_revocation_list_outage_answers_503_and_keeps_the_session() {
     assert_eq!(after.status, 200, "the same session, once the list is back");
     assert_eq!(after.upstream_header("x-auth-subject"), vec!["alice"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_started_in_several_tabs_each_complete() {
+    let s = setup("").await;
+    let mut browser = Browser::default();
+    // Two tabs start a login before either finishes: two login-state cookies.
+    let mut callbacks = Vec::new();
+    for page in ["/app/one", "/app/two"] {
+        let start = browser.navigate(&format!("{}{page}", s.origin)).await;
+        assert_eq!(start.status, 302);
+        let code = browser.navigate(&location(&start)).await;
+        callbacks.push(location(&code));
+    }
+    assert_eq!(
+        browser
+            .jar
+            .keys()
+            .filter(|k| k.starts_with("authgate_l"))
+            .count(),
+        2
+    );
+    // They finish in the other order, each returning where it started.
+    let second = browser.navigate(&callbacks[1]).await;
+    assert_eq!(second.status, 302);
+    assert_eq!(location(&second), "/app/two");
+    let first = browser.navigate(&callbacks[0]).await;
+    assert_eq!(first.status, 302);
+    assert_eq!(location(&first), "/app/one");
+    assert!(!browser.jar.keys().any(|k| k.starts_with("authgate_l")));
+    let page = browser
+        .get(&format!("{}/app/one", s.origin), "application/json")
+        .await;
+    assert_eq!(page.status, 200);
+}
