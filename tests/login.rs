@@ -789,3 +789,37 @@ async fn logins_started_in_several_tabs_each_complete() {
         .await;
     assert_eq!(page.status, 200);
 }
+
+/// Scopes and API roles live in the access token, not the ID token: with
+/// `identity_from = "access_token"` (or `"both"`) the route's policy and identity headers read
+/// it, verified like a Bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_can_read_the_access_token_of_a_session() {
+    let policy = "[route.policy]\nroles_claim = \"/roles\"\nroles_all = [\"user\"]\n";
+    for (identity_from, status) in [("id_token", 403), ("access_token", 200), ("both", 200)] {
+        // `at_hash` is in the ID token only.
+        let s = setup_with(
+            "[[auth.identity.claim]]\nclaim = \"/at_hash\"\nheader = \"x-auth-at-hash\"\n",
+            &format!("identity_from = \"{identity_from}\""),
+            policy,
+        )
+        .await;
+        let mut browser = Browser::default();
+        assert_eq!(login(&mut browser, &s, "/app/").await.status, 302);
+        let page = browser
+            .get(&format!("{}/app/", s.origin), "application/json")
+            .await;
+        assert_eq!(page.status, status, "identity_from = {identity_from}");
+        if status == 200 {
+            assert_eq!(page.upstream_header("x-auth-subject"), vec!["alice"]);
+            let at_hash = page.upstream_header("x-auth-at-hash");
+            assert_eq!(
+                at_hash.len(),
+                usize::from(identity_from == "both"),
+                "the ID token completes the access token's claims only with \"both\""
+            );
+        } else {
+            assert_eq!(page.reason(), "missing_role");
+        }
+    }
+}

@@ -11,7 +11,7 @@ use serde_spanned::Spanned;
 use super::build_auth::{ProviderKeySettings, ProviderSettings};
 use super::build_revocation::{redis_display, RevocationSettings};
 use super::checks::{or_default, timeout_or};
-use super::file::{self, ClientAuth, LoginSection, SessionSection, SessionStore};
+use super::file::{self, ClientAuth, IdentityFrom, LoginSection, SessionSection, SessionStore};
 use super::located::{ConfigError, Locator};
 use crate::login::sealed::SessionKeys;
 
@@ -56,6 +56,7 @@ pub struct LoginClientSettings {
     pub refresh_margin: Duration,
     pub timeout: Duration,
     pub extra_params: Vec<(String, String)>,
+    pub identity_from: IdentityFrom,
     pub allow_insecure_http: bool,
     pub ca_bundle: Option<PathBuf>,
 }
@@ -239,6 +240,7 @@ pub(super) fn build_login(
             refresh_margin: or_default(l.refresh_margin, file::DEFAULT_REFRESH_MARGIN),
             timeout: timeout_or(l.timeout, file::DEFAULT_IDP_TIMEOUT),
             extra_params,
+            identity_from: l.identity_from,
             allow_insecure_http: jwks.settings.allow_insecure_http,
             ca_bundle: jwks.ca_bundle.clone(),
         });

@@ -106,6 +106,20 @@ pub enum ClientAuth {
     None,
 }
 
+/// Which token of a session the policy and the identity headers read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityFrom {
+    /// The ID token's claims (who logged in); always a JWT the gateway verified.
+    #[default]
+    IdToken,
+    /// The access token, verified on each request like a Bearer token (scopes and API roles
+    /// live there); it must be a JWT the provider's keys and audiences accept.
+    AccessToken,
+    /// The access token's claims, completed by the ID token's for names it lacks (`email`...).
+    Both,
+}
+
 /// One OpenID Connect client: the gateway logs browsers in at a provider's IdP.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +143,8 @@ pub struct LoginSection {
     pub refresh_margin: Option<HumanDuration>,
     /// For discovery, code exchange and refresh.
     pub timeout: Option<Timeout>,
+    #[serde(default)]
+    pub identity_from: IdentityFrom,
     /// Extra authorization-request parameters (e.g. `audience` for Auth0).
     #[serde(default)]
     pub extra_params: std::collections::BTreeMap<String, String>,

@@ -11,7 +11,7 @@ use http::request::Parts;
 
 use crate::auth::credential::{self, Credential, Source};
 use crate::auth::jwt::{now_unix, VerifiedToken, VerifyError};
-use crate::config::file::AuthMode;
+use crate::config::file::{AuthMode, IdentityFrom};
 use crate::edge::headers;
 use crate::error::GatewayError;
 use crate::login::sessions::SessionProblem;
@@ -513,14 +513,45 @@ async fn login_session(
     } else {
         Arc::new(session)
     };
-    let token = session
+    let identity = session
         .identity(provider)
         .ok_or(GatewayError::SessionRefused {
             reason: "session_invalid",
             set_cookies: sessions.clear(&head.headers),
         })?;
+    let token = match client.settings.identity_from {
+        IdentityFrom::IdToken => Arc::new(identity),
+        IdentityFrom::AccessToken | IdentityFrom::Both => {
+            // Verified like a Bearer token (cached): its scopes and audience are the API's.
+            // The session's own revocations were checked above; the token's are checked with
+            // the decision's.
+            let access = snapshot
+                .verifier
+                .verify(&session.access_token, &snapshot.accepted[route_index])
+                .await
+                .map_err(|error| match error {
+                    VerifyError::KeysUnavailable => GatewayError::KeysUnavailable,
+                    VerifyError::Token(error) => GatewayError::InvalidToken {
+                        reason: error.reason(),
+                        description: error.description(),
+                        claim: error.claim(),
+                    },
+                })?;
+            if client.settings.identity_from == IdentityFrom::Both {
+                let mut merged = (*access).clone();
+                let mut claims = (*merged.claims).clone();
+                for (name, value) in identity.claims.iter() {
+                    claims.entry(name.clone()).or_insert_with(|| value.clone());
+                }
+                merged.claims = Arc::new(claims);
+                Arc::new(merged)
+            } else {
+                access
+            }
+        }
+    };
     Ok(Some(SessionFound {
-        token: Arc::new(token),
+        token,
         access_token: session.access_token.clone(),
         set_cookies,
     }))
