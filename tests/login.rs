@@ -440,6 +440,9 @@ fn login_config_errors_are_located() {
         (base(&format!("{session}{}", login.replace("\"idp\"", "\"nobody\""))), "no [[provider]] is named"),
         (base(&format!("{session}{login}scopes = [\"profile\"]\n")), "must include \"openid\""),
         (base(&format!("{session}{login}client_auth = \"client_secret_post\"\n")), "needs client_secret"),
+        (base(&format!("{session}{login}client_auth = \"private_key_jwt\"\n")), "private_key_jwt needs client_key"),
+        (base(&format!("{session}{login}client_auth = \"private_key_jwt\"\nclient_key = \"/nonexistent/key.pem\"\n")), "/nonexistent/key.pem"),
+        (base(&format!("{session}{login}client_key = \"/etc/hostname\"\nclient_secret = \"s\"\n")), "client_key is for client_auth = \"private_key_jwt\""),
         (base(&format!("{session}{login}extra_params = {{ nonce = \"x\" }}\n")), "may not set \"nonce\""),
         (base(&format!("[session]\nkeys = \"{KEYS}\"\ncookie_secure = false\n\n{login}")), "only accept this prefix on Secure cookies"),
         (base(&format!("[session]\nkeys = \"{KEYS}\"\nstore = \"redis\"\n\n{login}")), "needs redis_url"),
@@ -822,4 +825,45 @@ async fn the_policy_can_read_the_access_token_of_a_session() {
             assert_eq!(page.reason(), "missing_role");
         }
     }
+}
+
+/// `private_key_jwt`: the gateway authenticates at the token endpoint with an assertion signed
+/// by its own key (no shared secret); the IdP knows only the public half.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_authenticates_with_a_signed_assertion() {
+    use base64::Engine;
+    let s = setup("").await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let pem = s.dir.join("client-key.pem");
+    std::fs::write(&pem, key.serialize_pem()).unwrap();
+    let public = key.public_key_raw();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let jwk = serde_json::json!({
+        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "client-1",
+        "x": b64(&public[1..33]), "y": b64(&public[33..65]),
+    });
+    s.reload_with(
+        &format!("client_secret = \"{SECRET}\""),
+        &format!(
+            "client_auth = \"private_key_jwt\"\nclient_key = \"{}\"\nclient_key_id = \"client-1\"",
+            pem.display()
+        ),
+    )
+    .await;
+
+    // The IdP does not know the key yet: the code exchange is refused.
+    let mut browser = Browser::default();
+    let refused = login(&mut browser, &s, "/app/").await;
+    assert_eq!(refused.status, 502);
+    assert!(String::from_utf8_lossy(&refused.body).contains("invalid_client"));
+
+    s.idp.register_client_key(CLIENT, jwk);
+    let mut browser = Browser::default();
+    let done = login(&mut browser, &s, "/app/").await;
+    assert_eq!(done.status, 302, "{}", String::from_utf8_lossy(&done.body));
+    let page = browser
+        .get(&format!("{}/app/", s.origin), "application/json")
+        .await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.upstream_header("x-auth-subject"), vec!["alice"]);
 }

@@ -74,6 +74,9 @@ impl Config {
                 files.extend(jwks.ca_bundle.iter().cloned());
             }
         }
+        for client in &self.login.clients {
+            files.extend(client.client_key.iter().map(|k| k.path.clone()));
+        }
         files.sort();
         files.dedup();
         files
@@ -316,6 +319,7 @@ pub(super) fn build(
         &providers,
         &parsed.providers,
         &revocation,
+        base_dir,
         at,
         &mut errors,
     );

@@ -10,7 +10,7 @@ use serde_spanned::Spanned;
 
 use super::build_auth::{ProviderKeySettings, ProviderSettings};
 use super::build_revocation::{redis_display, RevocationSettings};
-use super::checks::{or_default, timeout_or};
+use super::checks::{or_default, readable_file, timeout_or};
 use super::file::{self, ClientAuth, IdentityFrom, LoginSection, SessionSection, SessionStore};
 use super::located::{ConfigError, Locator};
 use crate::login::sealed::SessionKeys;
@@ -49,6 +49,8 @@ pub struct LoginClientSettings {
     /// Never log it.
     pub client_secret: Option<String>,
     pub client_auth: ClientAuth,
+    /// For `private_key_jwt`.
+    pub client_key: Option<Arc<ClientKey>>,
     pub scopes: Vec<String>,
     pub public_origin: String,
     pub allowed_return_origins: Vec<String>,
@@ -59,6 +61,71 @@ pub struct LoginClientSettings {
     pub identity_from: IdentityFrom,
     pub allow_insecure_http: bool,
     pub ca_bundle: Option<PathBuf>,
+}
+
+/// The private key a `private_key_jwt` client signs its assertions with. Never logged.
+pub struct ClientKey {
+    pub key: jsonwebtoken::EncodingKey,
+    pub algorithm: jsonwebtoken::Algorithm,
+    pub kid: Option<String>,
+    pub path: PathBuf,
+}
+
+impl ClientKey {
+    /// Reads a PEM private key: PKCS#8 EC P-256 signs ES256, RSA (PKCS#8 or PKCS#1) RS256.
+    fn read(path: &std::path::Path, kid: Option<String>) -> Result<Self, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::PrivateKeyDer;
+        let der = PrivateKeyDer::from_pem_file(path).map_err(|_| {
+            format!(
+                "{} holds no PEM private key (EC P-256 or RSA)",
+                path.display()
+            )
+        })?;
+        let (key, algorithm) = match &der {
+            PrivateKeyDer::Pkcs8(pkcs8) => {
+                let bytes = pkcs8.secret_pkcs8_der();
+                // The key's own type decides; a P-256 key parses as EC, an RSA key does not.
+                if aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+                    &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    bytes,
+                )
+                .is_ok()
+                {
+                    (
+                        jsonwebtoken::EncodingKey::from_ec_der(bytes),
+                        jsonwebtoken::Algorithm::ES256,
+                    )
+                } else if aws_lc_rs::rsa::KeyPair::from_pkcs8(bytes).is_ok() {
+                    (
+                        jsonwebtoken::EncodingKey::from_rsa_der(bytes),
+                        jsonwebtoken::Algorithm::RS256,
+                    )
+                } else {
+                    return Err(format!(
+                        "{}: only EC P-256 and RSA keys are supported",
+                        path.display()
+                    ));
+                }
+            }
+            PrivateKeyDer::Pkcs1(rsa) => (
+                jsonwebtoken::EncodingKey::from_rsa_der(rsa.secret_pkcs1_der()),
+                jsonwebtoken::Algorithm::RS256,
+            ),
+            _ => {
+                return Err(format!(
+                    "{}: an EC key must be PKCS#8 (`openssl pkcs8 -topk8 -nocrypt`)",
+                    path.display()
+                ))
+            }
+        };
+        Ok(ClientKey {
+            key,
+            algorithm,
+            kid,
+            path: path.to_path_buf(),
+        })
+    }
 }
 
 impl LoginClientSettings {
@@ -92,12 +159,14 @@ const RESERVED_PARAMS: [&str; 8] = [
     "code_challenge_method",
 ];
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn build_login(
     session: Option<&Spanned<SessionSection>>,
     logins: &[Spanned<LoginSection>],
     providers: &[ProviderSettings],
     declared: &[Spanned<file::ProviderSection>],
     revocation: &RevocationSettings,
+    base_dir: &std::path::Path,
     at: &Locator<'_>,
     errors: &mut Vec<ConfigError>,
 ) -> LoginSettings {
@@ -172,19 +241,48 @@ pub(super) fn build_login(
                 ),
             );
         }
-        let client_auth = match (&l.client_auth, &client_secret) {
-            (None, Some(_)) => ClientAuth::ClientSecretBasic,
-            (None, None) => ClientAuth::None,
-            (Some(auth), secret) => {
+        let client_auth = match (&l.client_auth, &client_secret, &l.client_key) {
+            (None, Some(_), _) => ClientAuth::ClientSecretBasic,
+            (None, None, Some(_)) => ClientAuth::PrivateKeyJwt,
+            (None, None, None) => ClientAuth::None,
+            (Some(auth), secret, key) => {
                 let auth_value = *auth.get_ref();
-                match (auth_value, secret) {
-                    (ClientAuth::None, Some(_)) => fail(auth.span().start, format!("login {name:?}: client_auth = \"none\" would never send client_secret; remove one of them")),
-                    (ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost, None) => fail(auth.span().start, format!("login {name:?}: this client_auth needs client_secret")),
+                let offset = auth.span().start;
+                match (auth_value, secret, key) {
+                    (ClientAuth::None, Some(_), _) | (ClientAuth::None, _, Some(_)) => fail(offset, format!("login {name:?}: client_auth = \"none\" would never use client_secret or client_key; remove them")),
+                    (ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost, None, _) => fail(offset, format!("login {name:?}: this client_auth needs client_secret")),
+                    (ClientAuth::PrivateKeyJwt, _, None) => fail(offset, format!("login {name:?}: private_key_jwt needs client_key (a PEM private key file)")),
+                    (ClientAuth::PrivateKeyJwt, Some(_), _) => fail(offset, format!("login {name:?}: private_key_jwt sends no client_secret; remove it")),
                     _ => {}
                 }
                 auth_value
             }
         };
+        if let (Some(key), false) = (&l.client_key, client_auth == ClientAuth::PrivateKeyJwt) {
+            fail(
+                key.span().start,
+                format!("login {name:?}: client_key is for client_auth = \"private_key_jwt\""),
+            );
+        }
+        let mut key_errors = Vec::new();
+        let client_key = match (&l.client_key, client_auth) {
+            (Some(written), ClientAuth::PrivateKeyJwt) => {
+                readable_file(written, base_dir, at, &mut key_errors).and_then(|path| {
+                    match ClientKey::read(&path, l.client_key_id.clone()) {
+                        Ok(key) => Some(Arc::new(key)),
+                        Err(message) => {
+                            key_errors.push(at.error_at(
+                                written.span().start,
+                                format!("login {name:?}: client_key: {message}"),
+                            ));
+                            None
+                        }
+                    }
+                })
+            }
+            _ => None,
+        };
+
         let scopes: Vec<String> = match &l.scopes {
             None => file::DEFAULT_LOGIN_SCOPES.map(str::to_string).to_vec(),
             Some(scopes) => {
@@ -219,6 +317,7 @@ pub(super) fn build_login(
             }
             extra_params.push((key.clone(), value.clone()));
         }
+        errors.extend(key_errors);
         clients.push(LoginClientSettings {
             name: Arc::from(name.as_str()),
             provider: index,
@@ -226,6 +325,7 @@ pub(super) fn build_login(
             client_id,
             client_secret,
             client_auth,
+            client_key,
             scopes,
             post_logout_redirect_uri: l
                 .post_logout_redirect_uri

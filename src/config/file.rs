@@ -102,6 +102,8 @@ pub struct SessionSection {
 pub enum ClientAuth {
     ClientSecretBasic,
     ClientSecretPost,
+    /// A JWT signed with `client_key` (OIDC Core §9, RFC 7523): no shared secret.
+    PrivateKeyJwt,
     /// A public client: PKCE alone.
     None,
 }
@@ -129,8 +131,13 @@ pub struct LoginSection {
     pub provider: Spanned<String>,
     pub client_id: Spanned<EnvString>,
     pub client_secret: Option<Spanned<EnvString>>,
-    /// Default: `client_secret_basic` with a secret, `none` without.
+    /// Default: `client_secret_basic` with a secret, `private_key_jwt` with a key, `none`
+    /// without either.
     pub client_auth: Option<Spanned<ClientAuth>>,
+    /// For `private_key_jwt`: a PKCS#8 PEM private key (EC P-256 or RSA), and the `kid` the IdP
+    /// knows its public half by.
+    pub client_key: Option<Spanned<EnvString>>,
+    pub client_key_id: Option<String>,
     pub scopes: Option<Spanned<Vec<String>>>,
     /// The gateway as browsers reach it; the callback is `{public_origin}/.authgate/callback`.
     pub public_origin: Origin,

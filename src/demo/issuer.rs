@@ -265,6 +265,15 @@ impl JwksServer {
             .insert(client.client_id.clone(), client);
     }
 
+    /// The public JWK of a client that authenticates at the token endpoint with
+    /// `private_key_jwt` (a signed client assertion, RFC 7523) instead of a secret.
+    pub fn register_client_key(&self, client_id: &str, jwk: Value) {
+        self.op
+            .lock()
+            .client_keys
+            .insert(client_id.to_string(), jwk);
+    }
+
     /// The key that signs ID, access and logout tokens. Its public JWK is published in `/jwks`
     /// after the keys `start`/`set_keys` gave (so key rotation tests keep working); an HMAC key
     /// publishes nothing. Without one the token endpoint answers 500 `server_error`.

@@ -321,6 +321,12 @@ impl OidcClient {
             }
             _ => params.push(("client_id", &s.client_id)),
         }
+        let assertion;
+        if let (ClientAuth::PrivateKeyJwt, Some(key)) = (s.client_auth, &s.client_key) {
+            assertion = client_assertion(key, &s.client_id, &endpoints.token.to_string())?;
+            params.push(("client_assertion_type", CLIENT_ASSERTION_TYPE));
+            params.push(("client_assertion", &assertion));
+        }
         let request = request
             .body(full(form_encode(&params)))
             .map_err(|_| LoginError::TokenEndpointUnreachable)?;
@@ -471,6 +477,36 @@ impl OidcClient {
         }
         Ok(signed)
     }
+}
+
+const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// A client assertion is good for this long: one token request.
+const ASSERTION_LIFETIME: i64 = 60;
+
+/// `private_key_jwt` (OIDC Core §9, RFC 7523 §3): `iss` = `sub` = the client, `aud` the token
+/// endpoint, a fresh `jti`, a minute to live.
+fn client_assertion(
+    key: &crate::config::build_login::ClientKey,
+    client_id: &str,
+    token_endpoint: &str,
+) -> Result<String, LoginError> {
+    let now = crate::auth::jwt::now_unix();
+    let jti =
+        crate::login::pkce::random_token(24).map_err(|_| LoginError::TokenEndpointUnreachable)?;
+    let claims = serde_json::json!({
+        "iss": client_id,
+        "sub": client_id,
+        "aud": token_endpoint,
+        "jti": jti,
+        "iat": now,
+        "exp": now + ASSERTION_LIFETIME,
+    });
+    let mut header = jsonwebtoken::Header::new(key.algorithm);
+    header.kid = key.kid.clone();
+    jsonwebtoken::encode(&header, &claims, &key.key).map_err(|_| {
+        tracing::warn!("the client assertion could not be signed");
+        LoginError::TokenEndpointUnreachable
+    })
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -142,6 +142,10 @@ pub struct RefreshGrant {
 
 pub struct State {
     pub clients: HashMap<String, OidcClient>,
+    /// Public JWKs of clients that authenticate with `private_key_jwt`, by client id.
+    pub client_keys: HashMap<String, Value>,
+    /// `jti`s of client assertions already used (RFC 7523 §3: single use).
+    pub used_assertions: HashMap<String, Instant>,
     /// By cookie value.
     pub sessions: HashMap<String, Session>,
     pub codes: HashMap<String, CodeGrant>,
@@ -177,6 +181,8 @@ impl OpenIdProvider {
             issuer,
             state: Mutex::new(State {
                 clients: HashMap::new(),
+                client_keys: HashMap::new(),
+                used_assertions: HashMap::new(),
                 sessions: HashMap::new(),
                 codes: HashMap::new(),
                 refresh_tokens: HashMap::new(),

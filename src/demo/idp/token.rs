@@ -170,6 +170,18 @@ fn authenticate(
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<OidcClient, Refusal> {
+    if let Some(kind) = params.get("client_assertion_type") {
+        if headers.contains_key(header::AUTHORIZATION) || params.get("client_secret").is_some() {
+            return Err(bad_request(
+                "invalid_request",
+                "use one client authentication method, not two",
+            ));
+        }
+        if kind != CLIENT_ASSERTION_TYPE {
+            return Err(invalid_client("unsupported client_assertion_type", false));
+        }
+        return client_by_assertion(op, params);
+    }
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -232,6 +244,59 @@ fn authenticate(
     };
     if !authenticated {
         return Err(invalid_client("client authentication failed", basic));
+    }
+    Ok(client)
+}
+
+const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// `private_key_jwt` (OIDC Core §9, RFC 7523): a JWT signed with the client's registered key,
+/// `iss` = `sub` = the client, `aud` naming this token endpoint (or the issuer), not expired,
+/// each `jti` once.
+fn client_by_assertion(op: &OpenIdProvider, params: &Params) -> Result<OidcClient, Refusal> {
+    let refused = || invalid_client("client assertion refused", false);
+    let assertion = params.get("client_assertion").ok_or_else(refused)?;
+    let header = jsonwebtoken::decode_header(assertion).map_err(|_| refused())?;
+    let unverified: serde_json::Value = assertion
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(refused)?;
+    let client_id = unverified["iss"].as_str().ok_or_else(refused)?.to_string();
+    if params
+        .get("client_id")
+        .is_some_and(|named| named != client_id)
+    {
+        return Err(refused());
+    }
+    let (client, jwk) = {
+        let state = op.lock();
+        (
+            state.clients.get(&client_id).cloned(),
+            state.client_keys.get(&client_id).cloned(),
+        )
+    };
+    let (client, jwk) = client.zip(jwk).ok_or_else(refused)?;
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk).map_err(|_| refused())?;
+    let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|_| refused())?;
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&[format!("{}/token", op.issuer), op.issuer.clone()]);
+    validation.set_issuer(&[&client_id]);
+    validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(assertion, &key, &validation)
+        .map_err(|_| refused())?
+        .claims;
+    if claims["sub"].as_str() != Some(client_id.as_str()) {
+        return Err(refused());
+    }
+    let jti = claims["jti"].as_str().ok_or_else(refused)?.to_string();
+    let mut state = op.lock();
+    state
+        .used_assertions
+        .retain(|_, at| at.elapsed() < Duration::from_secs(600));
+    if state.used_assertions.insert(jti, Instant::now()).is_some() {
+        return Err(refused());
     }
     Ok(client)
 }
