@@ -285,7 +285,11 @@ async fn discovery_names_every_endpoint_and_jwks_publishes_the_op_key_beside_the
     );
     assert_eq!(
         doc["token_endpoint_auth_methods_supported"],
-        json!(["client_secret_basic", "client_secret_post"])
+        json!([
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt"
+        ])
     );
     assert_eq!(
         doc["id_token_signing_alg_values_supported"],
