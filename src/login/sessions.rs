@@ -317,6 +317,19 @@ impl Sessions {
                     Some(_) => {}
                     None => return Err(SessionProblem::Invalid("session_unknown")),
                 }
+                // The holder gave up (its refresh failed) without a new session: no point
+                // waiting out the lock's time.
+                let mut held = redis::cmd("EXISTS");
+                held.arg(&lock);
+                if self.redis_io::<i64>(redis, held).await? == 0 {
+                    // Stored before the lock was released: a last look sees a success.
+                    if let Some(stored) = self.load_by_id(redis, &session.id).await? {
+                        if changed(&stored) {
+                            return Ok(stored);
+                        }
+                    }
+                    break;
+                }
             }
             return Err(SessionProblem::RefreshFailed(
                 LoginError::TokenEndpointUnreachable,
