@@ -258,7 +258,8 @@ async fn pipeline(
     let (mut head, body) = req.into_parts();
     if let Some(endpoint) = login_endpoint(snapshot, &head) {
         return Ok(
-            match login::endpoints::serve(snapshot, endpoint, &head, body).await? {
+            // Boxed: rare, and large; unboxed it would sit in every connection's request future.
+            match Box::pin(login::endpoints::serve(snapshot, endpoint, &head, body)).await? {
                 login::endpoints::Answer::Redirect(redirect) => {
                     crate::error::login_redirect(&redirect.location, redirect.set_cookies)
                 }

@@ -159,7 +159,16 @@ pub async fn decide(
     // A login route's browsers carry the gateway's own session instead of a token.
     let mut session = None;
     if let (None, Some(client), false) = (&credential, auth.login_client, preflight) {
-        session = login_session(snapshot, index, client, head, &normalized.path).await?;
+        // Boxed, like every login step: hyper keeps room for the whole request future in each
+        // connection, so rare large branches inline would cost every idle connection memory.
+        session = Box::pin(login_session(
+            snapshot,
+            index,
+            client,
+            head,
+            &normalized.path,
+        ))
+        .await?;
     }
     trace.credential = match (&credential, &session) {
         (Some(credential), _) => Some(credential.source),
@@ -193,9 +202,14 @@ pub async fn decide(
                 check_revocation(snapshot, index, &found.token),
                 auth.login_client,
             ) {
-                return Err(
-                    session_check_failed(snapshot, client, error, head, &normalized.path).await,
-                );
+                return Err(Box::pin(session_check_failed(
+                    snapshot,
+                    client,
+                    error,
+                    head,
+                    &normalized.path,
+                ))
+                .await);
             }
             set_cookies = found.set_cookies;
             access_token = Some(found.access_token);
@@ -204,14 +218,14 @@ pub async fn decide(
         (None, None) if auth.mode == AuthMode::Required && !preflight => {
             return Err(match auth.login_client {
                 Some(client) => {
-                    start_login(
+                    Box::pin(start_login(
                         snapshot,
                         client,
                         GatewayError::MissingCredential,
                         head,
                         &normalized.path,
                         Vec::new(),
-                    )
+                    ))
                     .await
                 }
                 None => login_instead(
