@@ -3,6 +3,7 @@
 //! that every layer may use, `admin` and `reload` sit at the top beside `app`.
 
 pub mod admin;
+pub mod log_writer;
 pub mod metrics;
 pub mod reload;
 pub mod request_id;

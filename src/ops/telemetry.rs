@@ -3,6 +3,9 @@
 //! and the access log carries the path without its query string.
 
 use clap::ValueEnum;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
+use crate::ops::log_writer::{batch_writer, FlushGuard};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -10,22 +13,23 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the subscriber. Lines are written to stderr by a background thread, so a request
-/// never waits for a write system call; nothing is dropped (a writer that cannot keep up slows
-/// logging down rather than losing access or audit lines). Keep the returned guard alive until
-/// the process exits: dropping it flushes what is still buffered.
-pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Installs the subscriber. Lines are batched and written to stderr by a background thread
+/// (`log_writer.rs`), so a request neither waits for a write system call nor wakes a thread;
+/// nothing is dropped. Keep the returned guard alive until the process exits: dropping it
+/// flushes what is still buffered. `None` when the log thread cannot be started: lines then go
+/// to stderr directly.
+pub fn init(format: LogFormat) -> Option<FlushGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("authgate-log")
-        // The writer thread drains every line queued since it last woke, then flushes: under
-        // load one write system call carries many lines, and no line waits past its batch.
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    let (writer, guard) = match batch_writer(std::io::stderr()) {
+        Ok((writer, guard)) => (BoxMakeWriter::new(writer), Some(guard)),
+        Err(error) => {
+            eprintln!(
+                "authgate: cannot start the log thread ({error}); logging to stderr directly"
+            );
+            (BoxMakeWriter::new(std::io::stderr), None)
+        }
+    };
     // Colour only for a person at a terminal: escape codes in a file or a log pipeline are noise,
     // and formatting them costs time on every line.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
