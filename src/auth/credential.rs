@@ -132,7 +132,11 @@ fn is_session_cookie(cookie: &str, name: &str) -> bool {
 
 /// Decodes `%XX` escapes, leaving malformed ones as they are.
 pub fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
+    String::from_utf8_lossy(&percent_decode_bytes(text.as_bytes())).into_owned()
+}
+
+/// [`percent_decode`] on bytes, for callers that must see what the decoding yields exactly.
+pub fn percent_decode_bytes(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -152,7 +156,7 @@ pub fn percent_decode(text: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 fn session_cookie(headers: &HeaderMap, name: &str) -> Result<Option<String>, CredentialError> {

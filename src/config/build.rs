@@ -11,7 +11,7 @@ use super::build_auth::{
 };
 use super::build_login::{build_login, LoginSettings, RESERVED_PREFIX};
 use super::build_revocation::{build_revocation, RevocationSettings};
-use super::checks::{ca_bundle_file, or_default, readable_file, timeout_or};
+use super::checks::{ca_bundle_file, is_plain_name, or_default, readable_file, timeout_or};
 use super::file::{self, FileConfig};
 use super::located::{ConfigError, Locator};
 use crate::proxy::route::{PathRules, Route};
@@ -329,11 +329,7 @@ pub(super) fn build(
         let route_span = route.span();
         let route = route.get_ref();
         let name = route.name.get_ref();
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
+        if !is_plain_name(name) {
             errors.push(at.error_at(
                 route.name.span().start,
                 format!("route name {name:?} may use only letters, digits, '-', '_' and '.'"),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
-use super::checks::{ca_bundle_file, readable_file, timeout_or};
+use super::checks::{ca_bundle_file, is_plain_name, readable_file, timeout_or};
 use super::file;
 use super::located::{ConfigError, Locator};
 use crate::auth::jwks::{check_fetch_uri, JwksSettings, JwksSource};
@@ -155,11 +155,7 @@ pub(super) fn build_providers(
         let p = section.get_ref();
         let name = p.name.get_ref();
         let mut fail = |offset: usize, message: String| errors.push(at.error_at(offset, message));
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
+        if !is_plain_name(name) {
             fail(
                 p.name.span().start,
                 format!("provider name {name:?} may use only letters, digits, '-', '_' and '.'"),

@@ -10,7 +10,7 @@ use serde_spanned::Spanned;
 
 use super::build_auth::{ProviderKeySettings, ProviderSettings};
 use super::build_revocation::{redis_display, RevocationSettings};
-use super::checks::{or_default, readable_file, timeout_or};
+use super::checks::{is_plain_name, key_prefix, or_default, readable_file, timeout_or};
 use super::file::{self, ClientAuth, IdentityFrom, LoginSection, SessionSection, SessionStore};
 use super::located::{ConfigError, Locator};
 use crate::login::sealed::SessionKeys;
@@ -177,11 +177,7 @@ pub(super) fn build_login(
         let l = login.get_ref();
         let name = l.name.get_ref();
         let mut fail = |offset: usize, message: String| errors.push(at.error_at(offset, message));
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
+        if !is_plain_name(name) {
             fail(
                 l.name.span().start,
                 format!("login name {name:?} may use only letters, digits, '-', '_' and '.'"),
@@ -468,19 +464,12 @@ fn build_session(
             }
         },
     };
-    let key_prefix = match &s.key_prefix {
-        None => file::DEFAULT_SESSION_KEY_PREFIX.to_string(),
-        Some(prefix) => {
-            let value = prefix.get_ref();
-            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
-                errors.push(at.error_at(
-                    prefix.span().start,
-                    "key_prefix must be non-empty visible ASCII without spaces",
-                ));
-            }
-            value.clone()
-        }
-    };
+    let key_prefix = key_prefix(
+        s.key_prefix.as_ref(),
+        file::DEFAULT_SESSION_KEY_PREFIX,
+        at,
+        errors,
+    );
     Some(SessionSettings {
         keys: keys?,
         store: s.store,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
-use super::checks::timeout_or;
+use super::checks::{key_prefix, timeout_or};
 use super::file::{self, OnUnreachable, RevocationSection};
 use super::located::{ConfigError, Locator};
 
@@ -93,19 +93,12 @@ pub(super) fn build_revocation(
             ));
             return None;
         }
-        let key_prefix = match &section.key_prefix {
-            None => file::DEFAULT_REVOCATION_KEY_PREFIX.to_string(),
-            Some(prefix) => {
-                let value = prefix.get_ref();
-                if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
-                    errors.push(at.error_at(
-                        prefix.span().start,
-                        "key_prefix must be non-empty visible ASCII without spaces",
-                    ));
-                }
-                value.clone()
-            }
-        };
+        let key_prefix = key_prefix(
+            section.key_prefix.as_ref(),
+            file::DEFAULT_REVOCATION_KEY_PREFIX,
+            at,
+            errors,
+        );
         Some(RedisSettings {
             url: text.to_string(),
             display: redis_display(text),

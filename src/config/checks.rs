@@ -59,3 +59,31 @@ pub(super) fn readable_file(
         }
     }
 }
+
+/// Names of routes, providers and logins: what metrics labels and references may hold.
+pub(super) fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A Redis key prefix as written, or `default`.
+pub(super) fn key_prefix(
+    written: Option<&Spanned<String>>,
+    default: &str,
+    at: &Locator<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> String {
+    let Some(prefix) = written else {
+        return default.to_string();
+    };
+    let value = prefix.get_ref();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        errors.push(at.error_at(
+            prefix.span().start,
+            "key_prefix must be non-empty visible ASCII without spaces",
+        ));
+    }
+    value.clone()
+}

@@ -371,17 +371,22 @@ async fn authenticate(
                 .verifier
                 .provider_of_refused(&credential.token, error);
         })
-        .map_err(|error| match error {
-            VerifyError::KeysUnavailable => GatewayError::KeysUnavailable,
-            VerifyError::Token(error) => GatewayError::InvalidToken {
-                reason: error.reason(),
-                description: error.description(),
-                claim: error.claim(),
-            },
-        })?;
+        .map_err(verification_refused)?;
     trace.provider = snapshot.verifier.provider_index(&token.provider);
     check_revocation(snapshot, route_index, &token)?;
     Ok(token)
+}
+
+/// A token verification's refusal as the client hears it.
+fn verification_refused(error: VerifyError) -> GatewayError {
+    match error {
+        VerifyError::KeysUnavailable => GatewayError::KeysUnavailable,
+        VerifyError::Token(error) => GatewayError::InvalidToken {
+            reason: error.reason(),
+            description: error.description(),
+            claim: error.claim(),
+        },
+    }
 }
 
 /// denylist: a token (or session) no one has revoked, checked against a list that can be relied
@@ -543,14 +548,7 @@ async fn login_session(
                 .verifier
                 .verify(&session.access_token, &snapshot.accepted[route_index])
                 .await
-                .map_err(|error| match error {
-                    VerifyError::KeysUnavailable => GatewayError::KeysUnavailable,
-                    VerifyError::Token(error) => GatewayError::InvalidToken {
-                        reason: error.reason(),
-                        description: error.description(),
-                        claim: error.claim(),
-                    },
-                })?;
+                .map_err(verification_refused)?;
             if client.settings.identity_from == IdentityFrom::Both {
                 let mut merged = (*access).clone();
                 let mut claims = (*merged.claims).clone();

@@ -138,7 +138,7 @@ fn check_percent(raw: &str) -> Result<(), RedirectError> {
         if !text.contains(&b'%') {
             break;
         }
-        text = percent_decode(&text);
+        text = crate::auth::credential::percent_decode_bytes(&text);
         if text.iter().any(|&b| b < 0x20 || b == 0x7f) {
             return Err(RedirectError::EncodedControl);
         }
@@ -153,31 +153,12 @@ fn hides_leading_slash(rest: &str) -> bool {
         if !text.starts_with(b"%") {
             return false;
         }
-        text = percent_decode(&text);
+        text = crate::auth::credential::percent_decode_bytes(&text);
         if matches!(text.first(), Some(b'/' | b'\\')) {
             return true;
         }
     }
     false
-}
-
-fn percent_decode(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
-        match (bytes[i], hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (byte, _, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 /// The canonical origin of an absolute `http(s)` URL: lower-case scheme and host, default port
