@@ -105,7 +105,8 @@ impl LoginFailure {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             // The gateway's own faults (a cookie it cannot write), not the browser's.
-            "session_seal_failed"
+            "client_key_unusable"
+            | "session_seal_failed"
             | "login_state_too_large"
             | "login_state_cookie_name"
             | "session_cookie_too_large"

@@ -841,7 +841,7 @@ async fn sessions_in_redis_are_fleet_wide_and_a_logout_ends_them_everywhere() {
              [[provider]]\nname = \"idp\"\nissuer = \"{issuer}\"\ndiscovery = true\naudiences = [\"demo-api\"]\nalgorithms = [\"ES256\"]\n\n\
              [[login]]\nname = \"idp\"\nprovider = \"idp\"\nclient_id = \"gw\"\nclient_secret = \"gw-secret\"\n\
              public_origin = \"{public}\"\nrefresh_margin = \"2s\"\n\n\
-             [[route]]\nname = \"app\"\npath_prefix = \"/app\"\nupstream = \"http://{up}\"\nlogin = \"idp\"\n",
+             [[route]]\nname = \"app\"\npath_prefix = \"/app\"\nupstream = \"http://{up}\"\nlogin = \"idp\"\nforward_access_token = true\n",
             url = redis.url(),
             issuer = idp.issuer(),
             // One public origin for the fleet, as behind a load balancer.
@@ -873,6 +873,14 @@ async fn sessions_in_redis_are_fleet_wide_and_a_logout_ends_them_everywhere() {
         assert_eq!(page.upstream_header("x-auth-subject"), vec!["alice"]);
     }
 
+    // The access token the session holds before its refresh.
+    let before = browser
+        .get(
+            &format!("{}/app/before", origin(port_a)),
+            "application/json",
+        )
+        .await
+        .upstream_header("authorization");
     // Due for a refresh, with requests at both replicas at once: one refresh for the fleet
     // (the IdP rotates refresh tokens, so a second would end the session).
     tokio::time::sleep(Duration::from_millis(2200)).await;
@@ -883,12 +891,24 @@ async fn sessions_in_redis_are_fleet_wide_and_a_logout_ends_them_everywhere() {
         .map(|i| {
             let mut b = browser.clone();
             let url = format!("{}/app/r{i}", origin([port_a, port_b][i % 2]));
-            tokio::spawn(async move { b.get(&url, "application/json").await.status })
+            tokio::spawn(async move {
+                let reply = b.get(&url, "application/json").await;
+                (reply.status, reply.upstream_header("authorization"))
+            })
         })
         .collect();
+    let mut forwarded = Vec::new();
     for request in requests {
-        assert_eq!(request.await.unwrap(), 200);
+        let (status, authorization) = request.await.unwrap();
+        assert_eq!(status, 200);
+        forwarded.push(authorization);
     }
+    // Every request, on the replica that refreshed and on the ones that waited, went upstream
+    // with the new access token: none was served on the old one as a "deferred" refresh.
+    assert!(
+        forwarded.iter().all(|a| a == &forwarded[0] && a != &before),
+        "{forwarded:?}"
+    );
     idp.set_token_endpoint_fault(None);
     assert_eq!(
         idp.refresh_grants() - grants,

@@ -663,7 +663,7 @@ async fn a_large_session_is_split_across_cookies_and_a_too_large_one_is_refused(
 async fn a_revoked_session_is_refused_before_any_refresh() {
     let s = setup("refresh_margin = \"2s\"").await;
     s.idp
-        .set_token_lifetimes(Duration::from_secs(3), Duration::from_secs(300));
+        .set_token_lifetimes(Duration::from_secs(4), Duration::from_secs(300));
     let mut browser = Browser::default();
     assert_eq!(login(&mut browser, &s, "/app/").await.status, 302);
     let page = browser
@@ -678,7 +678,7 @@ async fn a_revoked_session_is_refused_before_any_refresh() {
         Ok(200)
     );
     // Past the refresh margin: a session still in use would be refreshed now.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     let grants = s.idp.refresh_grants();
     let mut navigating = browser.clone();
     let after = browser
@@ -831,17 +831,67 @@ async fn the_policy_can_read_the_access_token_of_a_session() {
 /// by its own key (no shared secret); the IdP knows only the public half.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_authenticates_with_a_signed_assertion() {
+    for rsa in [false, true] {
+        client_assertion_login(rsa).await;
+    }
+}
+
+/// The tag, content and rest of one DER element (short or long form lengths).
+fn der(bytes: &[u8]) -> (u8, &[u8], &[u8]) {
+    let (tag, first) = (bytes[0], bytes[1]);
+    let (length, at) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let count = usize::from(first & 0x7f);
+        let length = bytes[2..2 + count]
+            .iter()
+            .fold(0usize, |n, &d| (n << 8) | usize::from(d));
+        (length, 2 + count)
+    };
+    (tag, &bytes[at..at + length], &bytes[at + length..])
+}
+
+async fn client_assertion_login(rsa: bool) {
     use base64::Engine;
     let s = setup("").await;
-    let key = rcgen::KeyPair::generate().unwrap();
-    let pem = s.dir.join("client-key.pem");
-    std::fs::write(&pem, key.serialize_pem()).unwrap();
-    let public = key.public_key_raw();
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let jwk = serde_json::json!({
-        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "client-1",
-        "x": b64(&public[1..33]), "y": b64(&public[33..65]),
-    });
+    // A PKCS#8 key, as `openssl genpkey` writes it, for each supported kind.
+    let (pem_text, jwk) = if rsa {
+        use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+        use aws_lc_rs::signature::KeyPair;
+        let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let pkcs8: Pkcs8V1Der = key.as_der().unwrap();
+        let body = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            lines.join("\n")
+        );
+        // The public key of an RSA pair is RSAPublicKey { n, e }.
+        let (_, rsa_key, _) = der(key.public_key().as_ref());
+        let (_, n, rest) = der(rsa_key);
+        let (_, e, _) = der(rest);
+        let n = n.strip_prefix(&[0]).unwrap_or(n);
+        let jwk = serde_json::json!({
+            "kty": "RSA", "alg": "RS256", "use": "sig", "kid": "client-1",
+            "n": b64(n), "e": b64(e),
+        });
+        (pem, jwk)
+    } else {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let public = key.public_key_raw();
+        let jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "client-1",
+            "x": b64(&public[1..33]), "y": b64(&public[33..65]),
+        });
+        (key.serialize_pem(), jwk)
+    };
+    let pem = s.dir.join("client-key.pem");
+    std::fs::write(&pem, pem_text).unwrap();
     s.reload_with(
         &format!("client_secret = \"{SECRET}\""),
         &format!(

@@ -97,8 +97,12 @@ impl ClientKey {
                         jsonwebtoken::Algorithm::ES256,
                     )
                 } else if aws_lc_rs::rsa::KeyPair::from_pkcs8(bytes).is_ok() {
+                    // jsonwebtoken signs RSA from PKCS#1 only: the key inside the PKCS#8 wrapper.
+                    let pkcs1 = pkcs8_inner_key(bytes).ok_or_else(|| {
+                        format!("{}: the PKCS#8 RSA key cannot be unwrapped", path.display())
+                    })?;
                     (
-                        jsonwebtoken::EncodingKey::from_rsa_der(bytes),
+                        jsonwebtoken::EncodingKey::from_rsa_der(pkcs1),
                         jsonwebtoken::Algorithm::RS256,
                     )
                 } else {
@@ -119,12 +123,56 @@ impl ClientKey {
                 ))
             }
         };
+        // Signed once now, so a key the signer cannot use is refused by `check`, not found at
+        // the first login.
+        let probe = jsonwebtoken::Header::new(algorithm);
+        jsonwebtoken::encode(&probe, &serde_json::json!({}), &key)
+            .map_err(|e| format!("{}: this key cannot sign: {e}", path.display()))?;
         Ok(ClientKey {
             key,
             algorithm,
             kid,
             path: path.to_path_buf(),
         })
+    }
+}
+
+/// The `privateKey` OCTET STRING of a PKCS#8 `PrivateKeyInfo` (RFC 5208):
+/// `SEQUENCE { INTEGER version, SEQUENCE algorithm, OCTET STRING privateKey, ... }`.
+fn pkcs8_inner_key(der: &[u8]) -> Option<&[u8]> {
+    /// One DER element: its tag, its content and what follows it.
+    fn element(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = bytes.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (length, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let count = usize::from(first & 0x7f);
+            if count == 0 || count > 4 || rest.len() < count {
+                return None;
+            }
+            let (digits, rest) = rest.split_at(count);
+            (
+                digits
+                    .iter()
+                    .fold(0usize, |n, &d| (n << 8) | usize::from(d)),
+                rest,
+            )
+        };
+        (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
+    }
+    let (0x30, info, _) = element(der)? else {
+        return None;
+    };
+    let (0x02, _, rest) = element(info)? else {
+        return None;
+    };
+    let (0x30, _, rest) = element(rest)? else {
+        return None;
+    };
+    match element(rest)? {
+        (0x04, key, _) => Some(key),
+        _ => None,
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use http::request::Parts;
 
 use crate::auth::credential::{self, Credential, Source};
-use crate::auth::jwt::{now_unix, VerifiedToken, VerifyError};
+use crate::auth::jwt::{now_unix, TokenError, VerifiedToken, VerifyError};
 use crate::config::file::{AuthMode, IdentityFrom};
 use crate::edge::headers;
 use crate::error::GatewayError;
@@ -544,11 +544,19 @@ async fn login_session(
             // Verified like a Bearer token (cached): its scopes and audience are the API's.
             // The session's own revocations were checked above; the token's are checked with
             // the decision's.
-            let access = snapshot
+            let access = match snapshot
                 .verifier
                 .verify(&session.access_token, &snapshot.accepted[route_index])
                 .await
-                .map_err(verification_refused)?;
+            {
+                Ok(access) => access,
+                // An access token past its exp, with nothing to renew it: the session ends
+                // (a browser logs in again) rather than answering 401 until the hard stop.
+                Err(VerifyError::Token(TokenError::Expired)) => {
+                    return Err(refused(SessionProblem::AccessExpired).await)
+                }
+                Err(error) => return Err(verification_refused(error)),
+            };
             if client.settings.identity_from == IdentityFrom::Both {
                 let mut merged = (*access).clone();
                 let mut claims = (*merged.claims).clone();

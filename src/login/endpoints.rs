@@ -484,11 +484,19 @@ async fn logout(
             .iter()
             .find(|c| *c.settings.name == *s.login)
     });
-    // Only a page of the gateway's own origin may post the logout.
-    if let Some(client) = client {
+    // Only a page of the gateway's own origin may post the logout: the session's login
+    // client's, or, for a session whose client a reload removed, any login client's.
+    if session.is_some() {
         let origin = crate::auth::credential::request_origin(&head.headers);
-        let own = crate::auth::credential::parse_origin(&client.settings.public_origin);
-        if origin.is_none() || origin != own {
+        let allowed = |c: &&Arc<OidcClient>| {
+            origin.is_some()
+                && origin == crate::auth::credential::parse_origin(&c.settings.public_origin)
+        };
+        let same_origin = match client {
+            Some(client) => allowed(&client),
+            None => snapshot.logins.clients.iter().any(|c| allowed(&c)),
+        };
+        if !same_origin {
             return Err(GatewayError::CsrfOrigin);
         }
     }

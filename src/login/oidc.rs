@@ -47,6 +47,8 @@ pub enum LoginError {
     IdToken(&'static str),
     /// The IdP's signing keys cannot be had now.
     KeysUnavailable,
+    /// The client assertion could not be signed (`private_key_jwt`): a configuration fault.
+    ClientKeyUnusable,
 }
 
 impl LoginError {
@@ -59,6 +61,7 @@ impl LoginError {
             LoginError::TokenResponseInvalid => "token_response_invalid",
             LoginError::IdToken(reason) => reason,
             LoginError::KeysUnavailable => "keys_unavailable",
+            LoginError::ClientKeyUnusable => "client_key_unusable",
         }
     }
 
@@ -381,8 +384,12 @@ impl OidcClient {
                 )
             }
         };
+        let access_token = text("access_token")?.ok_or(LoginError::TokenResponseInvalid)?;
+        // Without `expires_in`, a JWT access token still says when it expires: refresh and
+        // expiry are scheduled from it rather than never.
+        let access_expires_at = access_expires_at.or_else(|| jwt_exp(&access_token));
         Ok(Tokens {
-            access_token: text("access_token")?.ok_or(LoginError::TokenResponseInvalid)?,
+            access_token,
             id_token: text("id_token")?,
             refresh_token: text("refresh_token")?,
             access_expires_at,
@@ -505,7 +512,7 @@ fn client_assertion(
     header.kid = key.kid.clone();
     jsonwebtoken::encode(&header, &claims, &key.key).map_err(|_| {
         tracing::warn!("the client assertion could not be signed");
-        LoginError::TokenEndpointUnreachable
+        LoginError::ClientKeyUnusable
     })
 }
 
@@ -537,6 +544,19 @@ fn id_token_reason(error: TokenError) -> &'static str {
         TokenError::TooLarge => "id_token_too_large",
         _ => "id_token_invalid",
     }
+}
+
+/// The `exp` of a JWT, read without verifying it (only to schedule a refresh).
+fn jwt_exp(token: &str) -> Option<i64> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice::<Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_i64()
 }
 
 /// `application/x-www-form-urlencoded` pairs.

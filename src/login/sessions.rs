@@ -297,19 +297,34 @@ impl Sessions {
         leeway: i64,
     ) -> Result<Session, SessionProblem> {
         let lock = format!("{}refresh:", self.settings.key_prefix) + &self.id_digest(&session.id);
+        // A refused refresh is left here a while, so the replicas that waited do not spend the
+        // dead refresh token again.
+        let refused = format!("{lock}:refused");
         let holder =
             crate::login::pkce::random_token(16).map_err(|_| SessionProblem::StoreUnavailable)?;
+        // Longer than everything the holder may wait for: discovery, the token call (headers and
+        // body, each within the login's timeout), the keys, and the Redis calls.
+        let hold = client.settings.timeout * 4 + REDIS_TIMEOUT * 4 + REFRESH_LOCK;
         let mut take = redis::cmd("SET");
         take.arg(&lock)
             .arg(&holder)
             .arg("NX")
             .arg("PX")
-            .arg(u64::try_from(REFRESH_LOCK.as_millis()).unwrap_or(u64::MAX));
-        let taken: Option<String> = self.redis_io(redis, take).await?;
+            .arg(u64::try_from(hold.as_millis()).unwrap_or(u64::MAX));
+        let mut taken = self
+            .redis_io::<Option<String>>(redis, take)
+            .await?
+            .is_some();
+        if !taken {
+            // SET NX is retried after a lost reply: the lock may be this replica's own.
+            let mut owner = redis::cmd("GET");
+            owner.arg(&lock);
+            taken = self.redis_io::<Option<String>>(redis, owner).await? == Some(holder.clone());
+        }
         let changed = |stored: &Session| stored.access_expires_at != session.access_expires_at;
-        if taken.is_none() {
+        if !taken {
             // Another replica is refreshing this session: its result lands in Redis.
-            let deadline = tokio::time::Instant::now() + REFRESH_LOCK;
+            let deadline = tokio::time::Instant::now() + hold;
             while tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(REFRESH_POLL).await;
                 match self.load_by_id(redis, &session.id).await? {
@@ -328,6 +343,13 @@ impl Sessions {
                             return Ok(stored);
                         }
                     }
+                    let mut dead = redis::cmd("EXISTS");
+                    dead.arg(&refused);
+                    if self.redis_io::<i64>(redis, dead).await? == 1 {
+                        return Err(SessionProblem::RefreshFailed(
+                            LoginError::TokenEndpointRefused("invalid_grant".into()),
+                        ));
+                    }
                     break;
                 }
             }
@@ -342,7 +364,19 @@ impl Sessions {
                 Some(_) => {}
                 None => return Err(SessionProblem::Invalid("session_unknown")),
             }
-            let refreshed = refresh_at_idp(session, client, verifier, leeway).await?;
+            let refreshed = match refresh_at_idp(session, client, verifier, leeway).await {
+                Ok(refreshed) => refreshed,
+                Err(SessionProblem::RefreshFailed(error)) if !error.is_transient() => {
+                    let mut mark = redis::cmd("SET");
+                    mark.arg(&refused)
+                        .arg(1)
+                        .arg("PX")
+                        .arg(u64::try_from(REFRESH_LOCK.as_millis()).unwrap_or(u64::MAX));
+                    let _ = self.redis_io::<Option<String>>(redis, mark).await;
+                    return Err(SessionProblem::RefreshFailed(error));
+                }
+                Err(problem) => return Err(problem),
+            };
             self.store_in_redis(redis, &refreshed, true).await?;
             Ok(refreshed)
         }
@@ -374,6 +408,10 @@ impl Sessions {
         let mut slot = redis.connection.lock().await;
         if let Some(connection) = slot.as_ref() {
             return Ok(connection.clone());
+        }
+        // Requests that queued behind a failed attempt fail at once too.
+        if failed_at().is_some_and(|at| at.elapsed() < REDIS_RETRY) {
+            return Err(SessionProblem::StoreUnavailable);
         }
         let connected = tokio::time::timeout(
             REDIS_TIMEOUT,

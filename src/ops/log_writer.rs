@@ -4,11 +4,12 @@
 //! [`FLUSH_INTERVAL`], or at once when a batch reaches [`FLUSH_BYTES`]. Nothing is dropped: past
 //! [`MAX_PENDING_BYTES`] writers wait for the flusher (a stderr that cannot keep up slows
 //! logging down rather than losing access or audit lines). Dropping the [`FlushGuard`] writes
-//! what is pending.
+//! what is pending, waiting at most [`EXIT_WAIT`] for a stderr that does not drain (a stalled
+//! log shipper must not keep the process from exiting); lines logged after that go to stderr
+//! directly.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Lines reach stderr at most this late.
@@ -17,6 +18,8 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 const FLUSH_BYTES: usize = 64 * 1024;
 /// Writers wait while this much is pending.
 const MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
+/// How long exit waits for the last batch to be written.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
 
 struct Pending {
     lines: Vec<u8>,
@@ -46,7 +49,8 @@ pub struct BatchWriter {
 /// Keep it alive until the process exits: dropping it flushes and stops the flusher.
 pub struct FlushGuard {
     shared: Arc<Shared>,
-    flusher: Option<JoinHandle<()>>,
+    /// Tells when the flusher has written its last batch.
+    finished: std::sync::mpsc::Receiver<()>,
 }
 
 /// A writer batching into `sink` from a thread named `authgate-log`.
@@ -62,17 +66,18 @@ pub fn batch_writer<W: Write + Send + 'static>(
         room: Condvar::new(),
     });
     let flusher_shared = shared.clone();
-    let flusher = std::thread::Builder::new()
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
         .name("authgate-log".into())
-        .spawn(move || flush_loop(&flusher_shared, sink))?;
+        .spawn(move || {
+            flush_loop(&flusher_shared, sink);
+            let _ = done.send(());
+        })?;
     Ok((
         BatchWriter {
             shared: shared.clone(),
         },
-        FlushGuard {
-            shared,
-            flusher: Some(flusher),
-        },
+        FlushGuard { shared, finished },
     ))
 }
 
@@ -117,6 +122,11 @@ impl Write for BatchWriter {
                 .wait(pending)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+        if pending.closing {
+            // The flusher may have taken its last batch: nobody would drain this buffer.
+            drop(pending);
+            return std::io::stderr().write(buf);
+        }
         pending.lines.extend_from_slice(buf);
         if pending.lines.len() >= FLUSH_BYTES {
             self.shared.flush.notify_one();
@@ -142,9 +152,7 @@ impl Drop for FlushGuard {
         self.shared.lock().closing = true;
         self.shared.flush.notify_one();
         self.shared.room.notify_all();
-        if let Some(flusher) = self.flusher.take() {
-            let _ = flusher.join();
-        }
+        let _ = self.finished.recv_timeout(EXIT_WAIT);
     }
 }
 
