@@ -29,7 +29,8 @@ pub struct Snapshot {
     /// Indexed like the routes; routes with equal client settings share one pool.
     pub clients: Vec<UpstreamClient>,
     pub forward: ForwardSettings,
-    pub verifier: Verifier,
+    /// Shared with the session refreshes, which finish in tasks of their own.
+    pub verifier: Arc<Verifier>,
     /// Indexed like the routes: the provider indices each route accepts.
     pub accepted: Vec<Vec<usize>>,
     pub identity: Arc<IdentityRules>,
@@ -136,7 +137,7 @@ impl Snapshot {
             providers,
             config.auth.max_token_bytes,
             config.auth.token_cache_entries,
-            previous.map(|p| &p.verifier),
+            previous.map(|p| &*p.verifier),
             metrics.token_cache_hits.clone(),
             metrics.token_cache_misses.clone(),
         );
@@ -204,7 +205,7 @@ impl Snapshot {
                 trusted_proxies: Arc::from(config.server.trusted_proxies.clone()),
                 body_idle_timeout: config.server.body_idle_timeout,
             },
-            verifier,
+            verifier: Arc::new(verifier),
             accepted,
             identity: config.auth.identity.clone(),
             revocations,

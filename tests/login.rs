@@ -917,3 +917,36 @@ async fn client_assertion_login(rsa: bool) {
     assert_eq!(page.status, 200);
     assert_eq!(page.upstream_header("x-auth-subject"), vec!["alice"]);
 }
+
+/// A browser that gives up in the middle of a refresh (a tab closed) must not cost the session:
+/// the IdP has already rotated its refresh token, so the new one is kept and the next request,
+/// still carrying the old cookie, is served from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_abandoned_by_its_request_still_completes() {
+    let s = setup("refresh_margin = \"2s\"").await;
+    s.idp
+        .set_token_lifetimes(Duration::from_secs(4), Duration::from_secs(300));
+    let mut browser = Browser::default();
+    assert_eq!(login(&mut browser, &s, "/app/").await.status, 302);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    s.idp.set_token_endpoint_fault(Some(TokenFault::Slow(800)));
+    let grants = s.idp.refresh_grants();
+    let mut quitter = browser.clone();
+    let url = format!("{}/app/", s.origin);
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(200),
+        quitter.get(&url, "application/json"),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the request was abandoned mid-refresh");
+    // Long enough for the IdP's slow answer to arrive.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.idp.set_token_endpoint_fault(None);
+    let reply = browser.get(&url, "application/json").await;
+    assert_eq!(reply.status, 200, "{}", reply.reason());
+    assert_eq!(
+        s.idp.refresh_grants() - grants,
+        1,
+        "the refresh was not repeated"
+    );
+}

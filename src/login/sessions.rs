@@ -266,23 +266,38 @@ impl Sessions {
     /// short lock there (an IdP that rotates refresh tokens ends the whole session when two
     /// replicas spend the same one).
     pub async fn refresh(
-        &self,
+        self: &Arc<Self>,
         session: &Session,
-        client: &OidcClient,
-        verifier: &Verifier,
+        client: &Arc<OidcClient>,
+        verifier: &Arc<Verifier>,
         leeway: i64,
     ) -> Result<Arc<Session>, SessionProblem> {
         let key = (session.id.clone(), session.access_expires_at.unwrap_or(0));
         self.refreshes
-            .try_get_with(key, async {
-                match &self.redis {
-                    None => refresh_at_idp(session, client, verifier, leeway).await,
-                    Some(redis) => {
-                        self.refresh_in_fleet(redis, session, client, verifier, leeway)
-                            .await
+            .try_get_with(key.clone(), async {
+                // In a task of its own: once the IdP has rotated the refresh token, the new one
+                // must be kept even if the request that asked goes away (a browser closing a
+                // tab). The result is remembered for the session's next request either way.
+                let this = self.clone();
+                let (session, client, verifier) =
+                    (session.clone(), client.clone(), verifier.clone());
+                let task = tokio::spawn(async move {
+                    let refreshed = match &this.redis {
+                        None => refresh_at_idp(&session, &client, &verifier, leeway).await,
+                        Some(redis) => {
+                            this.refresh_in_fleet(redis, &session, &client, &verifier, leeway)
+                                .await
+                        }
                     }
-                }
-                .map(Arc::new)
+                    .map(Arc::new);
+                    if let Ok(refreshed) = &refreshed {
+                        this.refreshes.insert(key, refreshed.clone()).await;
+                    }
+                    refreshed
+                });
+                task.await.unwrap_or(Err(SessionProblem::RefreshFailed(
+                    LoginError::TokenEndpointUnreachable,
+                )))
             })
             .await
             .map_err(|e: Arc<SessionProblem>| (*e).clone())
