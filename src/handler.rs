@@ -308,9 +308,12 @@ fn login_endpoint(
     snapshot: &Snapshot,
     head: &http::request::Parts,
 ) -> Option<login::endpoints::Endpoint> {
-    if snapshot.logins.is_empty() {
+    let raw = head.uri.path();
+    // Only a path naming `.authgate`, or one with escapes that might spell it, can normalise to
+    // an endpoint: every other request is spared a second normalisation (decide makes its own).
+    if snapshot.logins.is_empty() || !(raw.contains(".authgate") || raw.contains('%')) {
         return None;
     }
-    let normalized = crate::proxy::path::normalize(head.uri.path()).ok()?;
+    let normalized = crate::proxy::path::normalize(raw).ok()?;
     login::endpoints::Endpoint::of(&normalized.path)
 }

@@ -268,6 +268,17 @@ async fn run_cli(args: &[&str], token: &str) -> std::process::Output {
     .unwrap()
 }
 
+/// Runs the CLI, which must succeed, and returns the JSON it printed.
+async fn run_cli_ok(args: &[&str], token: &str) -> serde_json::Value {
+    let out = run_cli(args, token).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,7 +327,7 @@ async fn a_revocation_through_one_instance_reaches_every_instance() {
 
     let carol = setup.token("carol");
     let api = format!("http://{}", c.api());
-    let out = run_cli(
+    let printed = run_cli_ok(
         &[
             "revoke",
             "key",
@@ -334,19 +345,11 @@ async fn a_revocation_through_one_instance_reaches_every_instance() {
         ADMIN_TOKEN,
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["status"], "revoked");
     let took = until_all(&all, "/echo/x", &carol, (401, "revoked_key")).await;
     println!("propagation to 3 instances (key, CLI on c): {took:?}");
 
-    let out = run_cli(&["revoke", "list", "--api", &api], ADMIN_TOKEN).await;
-    assert!(out.status.success());
-    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = run_cli_ok(&["revoke", "list", "--api", &api], ADMIN_TOKEN).await;
     assert_eq!(listed["count"], 3, "{listed}");
     let key_entry = listed["entries"]
         .as_array()
@@ -366,7 +369,7 @@ async fn a_revocation_through_one_instance_reaches_every_instance() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 
     // Removals propagate too.
-    let out = run_cli(
+    run_cli_ok(
         &[
             "unrevoke",
             "key",
@@ -380,11 +383,6 @@ async fn a_revocation_through_one_instance_reaches_every_instance() {
         ADMIN_TOKEN,
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     until_all(&all, "/echo/x", &carol, (200, "ok")).await;
     let reply = unrevoke(c.api(), token_entry(&setup, "alice")).await;
     assert_eq!(reply.json()["status"], "removed");
@@ -676,19 +674,13 @@ async fn a_revoked_sid_is_refused_by_every_instance_and_other_sessions_pass() {
 
     // Unrevoked with the CLI against b: a lets the session through again.
     let api = format!("http://{}", b.api());
-    let out = run_cli(
+    let printed = run_cli_ok(
         &[
             "unrevoke", "sid", "--issuer", &issuer, "--sid", "sid-1", "--api", &api,
         ],
         ADMIN_TOKEN,
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["status"], "removed");
     let took = until_all(&[&a, &b], "/echo/x", &first, (200, "ok")).await;
     println!("propagation to 2 instances (sid removal, CLI on b): {took:?}");
@@ -707,7 +699,7 @@ async fn without_redis_the_api_changes_this_instance_only_and_says_so() {
     }
     let api = format!("http://{}", a.api());
     let issuer = setup.idp.issuer();
-    let out = run_cli(
+    let printed = run_cli_ok(
         &[
             "revoke",
             "token",
@@ -723,12 +715,6 @@ async fn without_redis_the_api_changes_this_instance_only_and_says_so() {
         ADMIN_TOKEN,
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["scope"], "local");
     assert_eq!(printed["entry"]["expires"], 1893456000);
     assert!(printed["note"]
@@ -739,7 +725,7 @@ async fn without_redis_the_api_changes_this_instance_only_and_says_so() {
         a.call("/echo/x", &alice).await,
         (401, "revoked_token".into())
     );
-    let out = run_cli(
+    run_cli_ok(
         &[
             "unrevoke",
             "token",
@@ -753,7 +739,6 @@ async fn without_redis_the_api_changes_this_instance_only_and_says_so() {
         ADMIN_TOKEN,
     )
     .await;
-    assert!(out.status.success());
     assert_eq!(a.call("/echo/x", &alice).await, (200, "ok".into()));
 
     // Bad entries are refused with a reason, and nothing changes.

@@ -116,6 +116,18 @@ forward_access_token = true
     }
 }
 
+/// A browser logged in and past its first page, and the IdP session id the upstream saw.
+async fn logged_in(s: &Setup) -> (Browser, String) {
+    let mut browser = Browser::default();
+    assert_eq!(login(&mut browser, s, "/app/").await.status, 302);
+    let page = browser
+        .get(&format!("{}/app/", s.origin), "application/json")
+        .await;
+    assert_eq!(page.status, 200);
+    let sid = page.upstream_header("x-auth-sid").pop().unwrap();
+    (browser, sid)
+}
+
 async fn login(browser: &mut Browser, s: &Setup, path: &str) -> Reply {
     browser.log_in(&s.origin, &s.idp.issuer(), path).await
 }
@@ -486,13 +498,7 @@ async fn post_logout_token(s: &Setup, token: &str) -> Reply {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_idps_back_channel_logout_ends_sessions_by_sid_and_by_subject() {
     let s = setup("").await;
-    let mut browser = Browser::default();
-    assert_eq!(login(&mut browser, &s, "/app/").await.status, 302);
-    let page = browser
-        .get(&format!("{}/app/", s.origin), "application/json")
-        .await;
-    assert_eq!(page.status, 200);
-    let sid = page.upstream_header("x-auth-sid").pop().unwrap();
+    let (mut browser, sid) = logged_in(&s).await;
 
     // By sid: the IdP posts a logout token to the gateway's back-channel endpoint.
     assert_eq!(
@@ -664,13 +670,7 @@ async fn a_revoked_session_is_refused_before_any_refresh() {
     let s = setup("refresh_margin = \"2s\"").await;
     s.idp
         .set_token_lifetimes(Duration::from_secs(4), Duration::from_secs(300));
-    let mut browser = Browser::default();
-    assert_eq!(login(&mut browser, &s, "/app/").await.status, 302);
-    let page = browser
-        .get(&format!("{}/app/", s.origin), "application/json")
-        .await;
-    assert_eq!(page.status, 200);
-    let sid = page.upstream_header("x-auth-sid").pop().unwrap();
+    let (mut browser, sid) = logged_in(&s).await;
     // The IdP tells the gateway the session ended, but keeps honouring its refresh token (as an
     // IdP does whose logout reaches only some clients): only the gateway's check can stop it.
     assert_eq!(
@@ -949,4 +949,53 @@ async fn a_refresh_abandoned_by_its_request_still_completes() {
         1,
         "the refresh was not repeated"
     );
+}
+
+/// Malformed requests to the gateway's own endpoints get a clear refusal, never a guess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_to_the_login_endpoints_are_refused() {
+    let s = setup("").await;
+    let mut browser = Browser::default();
+    // A parameter given twice has two readings: refused.
+    let twice = browser
+        .navigate(&format!(
+            "{}/.authgate/callback?state=a&state=b&code=c",
+            s.origin
+        ))
+        .await;
+    assert_eq!(twice.status, 400);
+    assert!(String::from_utf8_lossy(&twice.body).contains("login_callback_malformed"));
+    // An escaped spelling of the reserved prefix still reaches the gateway, not a route.
+    let escaped = browser
+        .navigate(&format!("{}/%2Eauthgate/callback", s.origin))
+        .await;
+    assert_eq!(escaped.status, 400);
+    assert!(String::from_utf8_lossy(&escaped.body).contains("login_state_missing"));
+    // Unknown endpoints under the prefix are nobody's.
+    let unknown = browser
+        .get(
+            &format!("{}/.authgate/whatever", s.origin),
+            "application/json",
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+    // A back-channel logout body far past any logout token.
+    let huge = send(
+        &h1_client(),
+        Request::post(format!("{}/.authgate/backchannel-logout", s.origin))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::from(format!(
+                "logout_token={}",
+                "a".repeat(64 * 1024)
+            )))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(huge.status, 400);
+    assert_eq!(huge.reason(), "logout_request_malformed");
+    // The callback is a GET.
+    let post = browser
+        .post(&format!("{}/.authgate/callback", s.origin), None)
+        .await;
+    assert_eq!(post.status, 405);
 }

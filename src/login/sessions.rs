@@ -129,11 +129,7 @@ impl Sessions {
         else {
             return Ok(None);
         };
-        let plain = self
-            .settings
-            .keys
-            .open(name, &sealed)
-            .map_err(|e| SessionProblem::Invalid(e.reason()))?;
+        let plain = self.open(name, &sealed)?;
         let session = match &self.redis {
             None => Session::from_json(&plain).ok_or(SessionProblem::Invalid("session_invalid"))?,
             Some(redis) => {
@@ -152,6 +148,14 @@ impl Sessions {
         Ok(Some(session))
     }
 
+    /// Opens what the key ring sealed for `purpose`; a value it cannot open is no session.
+    fn open(&self, purpose: &str, sealed: &str) -> Result<Vec<u8>, SessionProblem> {
+        self.settings
+            .keys
+            .open(purpose, sealed)
+            .map_err(|e| SessionProblem::Invalid(e.reason()))
+    }
+
     /// The session stored in Redis under `id`, if any.
     async fn load_by_id(
         &self,
@@ -161,11 +165,7 @@ impl Sessions {
         let Some(stored) = self.redis_get(redis, id).await? else {
             return Ok(None);
         };
-        let plain = self
-            .settings
-            .keys
-            .open(REDIS_PURPOSE, &stored)
-            .map_err(|e| SessionProblem::Invalid(e.reason()))?;
+        let plain = self.open(REDIS_PURPOSE, &stored)?;
         Session::from_json(&plain)
             .filter(|s| s.id == id)
             .map(Some)
